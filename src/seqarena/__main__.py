@@ -1,0 +1,3 @@
+from seqarena.cli import main
+
+main()

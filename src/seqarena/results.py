@@ -1,0 +1,142 @@
+"""The one results schema: written by train, compare and bench, read by the report.
+
+Every file carries `schema_version` and the machine it came from, so old results can be told
+apart from new ones and a figure is never separated from the hardware that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqarena import __version__
+from seqarena.errors import UserError
+from seqarena.fileio import atomic_write_json
+
+SCHEMA_VERSION = 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a reader needs to know to compare our numbers with theirs."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "seqarena": __version__,
+    }
+
+
+def machine_label(machine: dict[str, Any]) -> str:
+    """One short line naming a machine, for tables and chart captions."""
+    where = machine.get("gpu") or f"{machine.get('cpu')}, {machine.get('threads')} threads"
+    return f"{where}, torch {machine.get('torch')}"
+
+
+@dataclass
+class RunResult:
+    """One trained model on one task at one length and seed."""
+
+    model: str
+    task: str
+    seq_len: int
+    params: int
+    metric_name: str
+    metric: float | None  # None when the run stopped before its first evaluation
+    higher_is_better: bool
+    train_tokens_per_s: float
+    peak_mem_bytes: int
+    wall_s: float
+    steps: int
+    seed: int
+    status: str = "ok"  # "ok", "nan" (stopped on a non-finite loss), "oom", "timeout", "error"
+    extra: dict[str, Any] = field(default_factory=dict)  # other metrics, baselines, world size, run dir
+
+
+@dataclass
+class BenchResult:
+    """One timed point of a sweep."""
+
+    model: str
+    impl: str  # "seqarena" or the peer's name
+    mode: str  # "train", "forward", "prefill", "decode"
+    seq_len: int
+    batch: int
+    d_model: int
+    layers: int
+    threads: int
+    device: str
+    dtype: str
+    tokens_per_s: float | None
+    latency_s: float | None  # median seconds per step (train/forward/prefill) or per token (decode)
+    flops: float | None  # counted FLOPs per step (per token for decode); None: not counted
+    mfu: float | None
+    peak_mem_bytes: int | None
+    status: str = "ok"  # "ok", "oom", "timeout", "error", "unsupported"
+    extra: dict[str, Any] = field(default_factory=dict)  # spread, params, state bytes, position ...
+
+
+RESULT_TYPES = {"train": RunResult, "compare": RunResult, "bench": BenchResult}
+
+
+def write_results(path: str | os.PathLike, kind: str, results: list, command: list[str] | None = None,
+                  machine: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Write a results file atomically; `extra` holds kind-specific keys such as peak_flops."""
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "machine": machine or machine_info(),
+        "command": command if command is not None else ["seqarena", *sys.argv[1:]],
+        **extra,
+        "results": [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in results],
+    }
+    atomic_write_json(path, doc)
+    return doc
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a results file; `results` come back as RunResult/BenchResult objects."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a seqarena results file ({e})") from None
+    if not isinstance(doc, dict) or "schema_version" not in doc or "results" not in doc:
+        raise UserError(f"{path}: not a seqarena results file (no schema_version or results)")
+    if doc["schema_version"] > SCHEMA_VERSION:
+        raise UserError(f"{path}: written by a newer seqarena (schema {doc['schema_version']}, "
+                        f"this one reads up to {SCHEMA_VERSION}); upgrade seqarena to read it")
+    cls = RESULT_TYPES.get(doc.get("kind"))
+    if cls is None:
+        raise UserError(f"{path}: unknown results kind {doc.get('kind')!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        doc["results"] = [cls(**{k: v for k, v in r.items() if k in names}) for r in doc["results"]]
+    except TypeError as e:
+        raise UserError(f"{path}: malformed result ({e})") from None
+    return doc
