@@ -13,9 +13,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A dictionary of named entries that refuses duplicates and explains unknown names."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, fallback: Callable[[str], T | None] | None = None):
         self.kind = kind  # "model" or "task": used in error messages
         self._entries: dict[str, T] = {}
+        self.fallback = fallback  # resolves names not registered yet (e.g. "pkg.module:factory")
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
@@ -24,6 +25,10 @@ class Registry(Generic[T]):
         return entry
 
     def get(self, name: str) -> T:
+        if name not in self._entries and self.fallback is not None:
+            entry = self.fallback(name)
+            if entry is not None:
+                self._entries[name] = entry
         if name not in self._entries:
             raise UserError(self.unknown(name))
         return self._entries[name]

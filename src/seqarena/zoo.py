@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from seqarena.errors import ConfigError, UserError
 from seqarena.models import MODELS, build_model, count_params
 
 
 def describe_models(d_model: int = 64, layers: int = 1) -> list[dict[str, Any]]:
+    """One row per registered model (plug-ins included), built at the given size."""
     rows = []
     for name in MODELS:
         spec = MODELS.get(name)
-        model = build_model(name, strict=False, d_model=d_model, layers=layers)
-        rows.append({"name": name, "params": count_params(model),
-                     "causal": bool(getattr(model, "causal", False)),
-                     "train_cost": spec.train_cost, "decode_cost": spec.decode_cost,
-                     "summary": spec.summary})
+        row = {"name": name, "params": None, "causal": None, "train_cost": spec.train_cost,
+               "decode_cost": spec.decode_cost, "summary": spec.summary}
+        try:
+            model = build_model(name, strict=False, d_model=d_model, layers=layers)
+        except ConfigError:
+            raise
+        except UserError as e:  # an optional dependency is missing, or a plug-in is broken
+            row["summary"] = f"unavailable: {e}"
+        else:
+            row["params"] = count_params(model)
+            row["causal"] = bool(getattr(model, "causal", False))
+        rows.append(row)
     return rows

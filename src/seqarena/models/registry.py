@@ -34,6 +34,10 @@ class Backbone(Protocol):
         """One token (B, D) -> output (B, D) and the next state."""
 
 
+class StepNotSupported(NotImplementedError):
+    """The model has no step-by-step path (a plug-in without step(), a non-causal model)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Fields every model has. Families subclass it with their own fields, each commented."""
