@@ -72,3 +72,109 @@ def models(d_model: int, layers: int, as_json: bool):
 
     click.echo(format_table(rows, ["name", "params", "causal", "train_cost", "decode_cost",
                                    "summary"]))
+
+
+# --- explain --------------------------------------------------------------------------------
+
+def _matrix_options(*specs: tuple[str, str]):
+    """Options holding a matrix as text ("1,0;0,1"), handed as-is to seqarena.explain."""
+    def decorate(f):
+        for name, help_text in reversed(specs):
+            f = click.option(f"--{name}", metavar="MATRIX", help=help_text)(f)
+        return f
+    return decorate
+
+
+_X_HELP = ("x_1 .. x_T: one row is one scalar per step (\"1,2,3\"), several rows one vector per "
+           "step (\"1,0;0,1\"). [default: 1,2,3]")
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Print every value at full precision as JSON.")
+
+
+def _gate_options(gates: dict[str, str]) -> list[tuple[str, str]]:
+    return [spec for g, name in gates.items() for spec in (
+        (f"w-{g}", f"W_{g} (H x I): {name} weights on x_t."),
+        (f"u-{g}", f"U_{g} (H x H): {name} weights on h_{{t-1}}."),
+        (f"b-{g}", f"b_{g} (H): {name} bias."))]
+
+
+def _show(explanation, as_json: bool) -> None:
+    if as_json:
+        echo_json(explanation.to_dict())
+    else:
+        click.echo(explanation.to_text())
+
+
+@cli.group("explain")
+def explain_group():
+    """Worked examples: a recurrent cell or attention, computed step by step.
+
+    Matrices are rows separated by ';' ("1,0;0,1"); a vector is one row or one column. Every
+    value left out takes small fixed defaults (shown in the output); initial states are zero.
+    """
+
+
+@explain_group.command("rnn")
+@_matrix_options(("x", _X_HELP),
+                 ("w-h", "W_h (H x H): recurrent weights; its rows set the hidden size H."),
+                 ("w-x", "W_x (H x I): input weights, I the width of x_t."),
+                 ("b", "b (H): bias."),
+                 ("h0", "h_0 (H): initial state. [default: zeros]"))
+@click.option("--activation", default="tanh", show_default=True,
+              help="f: tanh, relu, sigmoid or identity.")
+@_json_option
+def explain_rnn(as_json: bool, **inputs):
+    """Elman RNN: h_t = f(W_h·h_{t-1} + W_x·x_t + b)."""
+    from seqarena.explain import rnn
+
+    _show(rnn(**inputs), as_json)
+
+
+@explain_group.command("lstm", short_help="LSTM cell, gates i, f, g, o (torch.nn.LSTM).")
+@_matrix_options(("x", _X_HELP),
+                 *_gate_options({"i": "input gate", "f": "forget gate", "g": "cell candidate",
+                                 "o": "output gate"}),
+                 ("h0", "h_0 (H): initial state. [default: zeros]"),
+                 ("c0", "c_0 (H): initial cell state. [default: zeros]"))
+@_json_option
+def explain_lstm(as_json: bool, **inputs):
+    """LSTM, as torch.nn.LSTM: gates i, f, o = sigmoid(W·x_t + U·h_{t-1} + b), g the same with
+    tanh; c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t). H is the rows of the U (or W) given."""
+    from seqarena.explain import lstm
+
+    _show(lstm(**inputs), as_json)
+
+
+@explain_group.command("gru", short_help="GRU cell, gates r, z, n (torch.nn.GRU's convention).")
+@_matrix_options(("x", _X_HELP),
+                 *_gate_options({"r": "reset gate", "z": "update gate"}),
+                 ("w-n", "W_n (H x I): candidate weights on x_t."),
+                 ("u-n", "U_n (H x H): candidate weights on h_{t-1}."),
+                 ("b-in", "b_in (H): candidate bias on the x_t side."),
+                 ("b-hn", "b_hn (H): candidate bias on the h_{t-1} side, inside r_t*(...)."),
+                 ("h0", "h_0 (H): initial state. [default: zeros]"))
+@_json_option
+def explain_gru(as_json: bool, **inputs):
+    """GRU in PyTorch's convention: r, z = sigmoid(W·x_t + U·h_{t-1} + b),
+    n_t = tanh(W_n·x_t + b_in + r_t*(U_n·h_{t-1} + b_hn)), h_t = (1-z_t)*n_t + z_t*h_{t-1}."""
+    from seqarena.explain import gru
+
+    _show(gru(**inputs), as_json)
+
+
+@explain_group.command("attention", short_help="Multi-head scaled dot-product attention.")
+@_matrix_options(("x", "X (L x D): one position per row. [default: 3 positions of width 4]"),
+                 ("w-q", "W_q (D x Dk): Q = X·W_q."),
+                 ("w-k", "W_k (D x Dk): K = X·W_k."),
+                 ("w-v", "W_v (D x Dv): V = X·W_v."),
+                 ("w-o", "W_o (Dv x Do): output projection. [default: identity]"))
+@click.option("--heads", type=int, default=2, show_default=True,
+              help="Heads; each takes its own Dk/heads columns of Q and K (Dv/heads of V).")
+@click.option("--causal", is_flag=True, help="Position i attends only to positions j <= i.")
+@_json_option
+def explain_attention(as_json: bool, **inputs):
+    """Multi-head attention: per head softmax(Q_h·K_h^T / sqrt(Dh))·V_h, heads concatenated,
+    then ·W_o."""
+    from seqarena.explain import attention
+
+    _show(attention(**inputs), as_json)
