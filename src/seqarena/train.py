@@ -1,0 +1,543 @@
+"""The training loop: a config in; a run directory, a RunResult and the trained model out.
+
+In the spirit of minGPT's trainer.py: nothing here knows which model or which task it trains.
+The task builds the data, the embedding, the head, the loss and the metric; the registry builds
+the backbone; this file only runs AdamW over their parameters and writes what happened.
+
+    runs/<name>/config.json      the TrainConfig, enough to rebuild the model (`seqarena generate`)
+    runs/<name>/metrics.jsonl    one object per logged step (+ the task's metric when evaluated)
+    runs/<name>/summary.json     the RunResult, via seqarena.results.write_results
+    runs/<name>/checkpoints/     see seqarena.checkpoint
+
+Precision: on CUDA the forward pass and the loss run under bf16 autocast, which lowers matmuls
+and attention to bf16 and keeps reductions and losses in float32. Recurrences and scans are the
+models' business: each recurrent model runs its recurrence in float32 inside the autocast region
+(a long product of bf16 gates loses the signal), so the trainer needs no per-model special case.
+On CPU everything is float32.
+
+Data parallelism: every process draws its own training stream (stream = its rank, beside the
+task's seed) and only rank 0 writes files (`self.main`); wrapping the model for DDP is the one
+piece missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqarena import checkpoint
+from seqarena.errors import ConfigError, UserError
+from seqarena.fileio import atomic_write_json, atomic_write_text
+from seqarena.memory import PeakMemory
+from seqarena.results import RunResult, write_results
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; CLI flags and TOML files set the same fields."""
+
+    model: str = "lstm"  # registered model name (`seqarena models`)
+    task: str = "adding"  # registered task name (`seqarena tasks`)
+    seq_len: int = 64  # input length L the model sees
+    steps: int = 1000  # optimizer steps; the lr schedule spans them
+    batch_size: int = 32  # sequences per step (per process under data parallelism)
+    d_model: int = 64  # model width D
+    layers: int = 1  # stacked recurrent layers or Transformer blocks
+    lr: float = 1e-3  # peak learning rate of AdamW
+    weight_decay: float = 0.01  # AdamW's decoupled decay, on matrices only (not biases, norms)
+    warmup: float = 0.02  # fraction of the run over which the lr rises linearly from ~0
+    min_lr: float = 0.1  # the cosine decays the lr to this fraction of lr at the end
+    clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
+    dropout: float = 0.0  # dropout inside the model; 0 keeps the run bitwise reproducible
+    seed: int = 0  # seeds python, numpy, torch: the data, the initial weights and dropout
+    eval_every: int = 100  # evaluate on the validation split every N steps; 0: only at the end
+    log_every: int = 10  # write a line to metrics.jsonl every N steps
+    checkpoint_every: int = 500  # save a checkpoint every N steps; 0: only at the end
+    keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
+    patience: int = 0  # early stopping after N evaluations without improvement; 0: off
+    out: str = "runs"  # parent directory of run directories
+    name: str = ""  # run directory name; "" -> "<model>-<task>-L<seq_len>-s<seed>"
+    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available)
+    threads: int = 0  # CPU threads torch may use; 0: one per core available to this process
+    budget_seconds: float = 0.0  # stop after this much training time, the lr decaying over it
+    model_args: dict = field(default_factory=dict)  # other fields of the model's config
+    task_args: dict = field(default_factory=dict)  # other fields of the task's config
+    tensorboard: bool = False  # also write TensorBoard event files into the run directory
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field that cannot work."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            want = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}[f.type]
+            if not isinstance(value, want) or (f.type in ("int", "float") and isinstance(value, bool)):
+                raise ConfigError(f"{f.name} must be of type {f.type}, got {value!r}")
+            if f.name in _POSITIVE and value <= 0:
+                raise ConfigError(f"{f.name} must be positive, got {value}")
+            if f.type in ("int", "float") and f.name not in _POSITIVE and value < 0:
+                raise ConfigError(f"{f.name} must not be negative, got {value}")
+        if not self.model or not self.task:
+            raise ConfigError("model and task must be named")
+        for frac in ("warmup", "min_lr"):
+            if getattr(self, frac) > 1:
+                raise ConfigError(f"{frac} is a fraction in [0, 1], got {getattr(self, frac)}")
+        if self.warmup == 1:
+            raise ConfigError("warmup must be below 1 (a fraction of the run), got 1")
+        if self.dropout >= 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.name and not re.fullmatch(r"[\w][\w.+=-]*", self.name):
+            raise ConfigError(f"name must be a plain directory name (letters, digits, - _ . + =), "
+                              f"got {self.name!r}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        for args, owned in (("model_args", _MODEL_FIELDS), ("task_args", _TASK_FIELDS)):
+            clash = sorted(set(getattr(self, args)) & owned)
+            if clash:
+                raise ConfigError(f"{args} may not set {clash[0]!r}: it is a training field "
+                                  f"(--{clash[0].replace('_', '-')})")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.model}-{self.task}-L{self.seq_len}-s{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.run_name
+
+
+_POSITIVE = {"seq_len", "steps", "batch_size", "d_model", "layers", "lr", "log_every",
+             "keep_checkpoints"}
+_MODEL_FIELDS = {"d_model", "layers", "dropout"}  # set through TrainConfig, not model_args
+_TASK_FIELDS = {"seq_len", "seed"}  # set through TrainConfig, not task_args
+# Fields that change nothing about the trajectory: a resumed run may differ in these.
+RESUMABLE_CHANGES = {"out", "name", "device", "threads", "tensorboard", "eval_every", "log_every",
+                     "checkpoint_every", "keep_checkpoints"}
+
+
+# --- configs from TOML files, run directories and flags ----------------------------------------
+
+def config_from(*layers: dict[str, Any], where: str = "config") -> TrainConfig:
+    """A TrainConfig from dicts applied in order (later wins; model_args/task_args merge by key)."""
+    merged: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for layer in layers:
+        unknown = sorted(set(layer) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: "
+                              f"{', '.join(sorted(known))}")
+        for key, value in layer.items():
+            if key in ("model_args", "task_args") and isinstance(value, dict):
+                value = {**merged.get(key, {}), **value}
+            merged[key] = value
+    return TrainConfig(**merged)
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a one-line UserError."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read config file ({e})") from None
+
+
+def read_run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The TrainConfig a run directory was trained with (its config.json)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: not a run directory (no config.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: not a seqarena run config")
+    return config_from(doc, where=str(path))
+
+
+def resolve_config(toml: str | None, flags: dict[str, Any], resume: bool = False) -> TrainConfig:
+    """The config of `seqarena train`: defaults < the run's config.json (on resume) < TOML < flags."""
+    file_layer = read_toml(toml) if toml else {}
+    cfg = config_from(file_layer, flags, where=str(toml or "flags"))
+    if resume and (cfg.run_dir / "config.json").exists():
+        saved = dataclasses.asdict(read_run_config(cfg.run_dir))
+        cfg = config_from(saved, file_layer, flags, where=str(toml or "flags"))
+    return cfg
+
+
+def normalized(cfg: TrainConfig, task) -> TrainConfig:
+    """model_args and task_args as the configs hold them ("8" from a flag becomes 8), so that
+    the same settings given by a flag or by a TOML file compare equal on --resume."""
+    from seqarena.models import make_config
+
+    model_config = make_config(cfg.model, d_model=cfg.d_model, layers=cfg.layers,
+                               dropout=cfg.dropout, **cfg.model_args)
+    return dataclasses.replace(
+        cfg, model_args={k: getattr(model_config, k) for k in cfg.model_args},
+        task_args={k: getattr(task.config, k) for k in cfg.task_args})
+
+
+# --- building -----------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build(cfg: TrainConfig):
+    """(task, wrapped model) of a config: the same config always builds the same initial weights."""
+    from seqarena.models import build_model
+    from seqarena.tasks import make_task
+
+    task = make_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, **cfg.task_args)
+    seed_everything(cfg.seed)
+    backbone = build_model(cfg.model, d_model=cfg.d_model, layers=cfg.layers, dropout=cfg.dropout,
+                           **cfg.model_args)
+    return task, task.wrap(backbone)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> int:
+    """Set torch's CPU threads explicitly (0: one per core this process may run on)."""
+    n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def lr_factor(progress: float, warmup: float, min_lr: float) -> float:
+    """Linear warm-up to 1 over `warmup` of the run, then a cosine down to `min_lr` at the end."""
+    if progress < warmup:
+        return progress / warmup
+    t = min(1.0, (progress - warmup) / (1 - warmup))
+    return min_lr + (1 - min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; like nanoGPT, matrices decay and vectors (biases, norm gains) do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _tensorboard_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: "
+                        "pip install seqarena[tensorboard]") from None
+    return SummaryWriter(log_dir=str(run_dir))
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+@dataclass
+class TrainOutcome:
+    result: RunResult
+    model: nn.Module  # the wrapped model (task embedding + backbone + head), trained
+    task: Any
+    run_dir: Path
+    message: str = ""  # why the run stopped, when it was not by finishing its steps
+
+
+class Trainer:
+    """Runs one config to its end; `run()` returns a TrainOutcome."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.resume = resume
+        self.device = resolve_device(cfg.device)
+        self.threads = set_threads(cfg.threads)
+        self.task, self.model = build(cfg)
+        self.cfg = cfg = normalized(cfg, self.task)
+        self.model.to(self.device)
+        self.rank, self.world = _rank_and_world()
+        self.main = self.rank == 0
+        self.run_dir = cfg.run_dir
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.optimizer = make_optimizer(self.model, cfg)
+        # counters a checkpoint carries so that a resumed run continues exactly
+        self.step = 0  # optimizer steps done
+        self.batches_drawn = 0  # position in the training stream
+        self.train_s = 0.0  # seconds inside training steps (no eval, no saving)
+        self.timed_tokens, self.timed_s = 0, 0.0  # for tokens/s, without each process's first step
+        self.wall_before = 0.0  # wall seconds of the earlier part of a resumed run
+        self.best: float | None = None  # best validation metric so far
+        self.bad_evals = 0  # evaluations since it last improved
+        self.peak_mem = 0
+        self.last_eval: dict[str, float] = {}
+
+    # A checkpoint holds everything above, the optimizer and every RNG state.
+    def training_state(self) -> dict[str, Any]:
+        return {"config": dataclasses.asdict(self.cfg), "optimizer": self.optimizer.state_dict(),
+                "rng": checkpoint.rng_state(),
+                "data": {"batches_drawn": self.batches_drawn, "stream": self.rank},
+                "trainer": {"train_s": self.train_s, "timed_tokens": self.timed_tokens,
+                            "timed_s": self.timed_s, "wall_s": self.wall_s(),
+                            "best": self.best, "bad_evals": self.bad_evals,
+                            "peak_mem": self.peak_mem}}
+
+    def save(self) -> None:
+        if self.main:
+            checkpoint.save(self.ckpt_dir, self.step, self.model, self.training_state(),
+                            keep=self.cfg.keep_checkpoints)
+            self.saved_step = self.step
+
+    def restore(self) -> dict[str, Any]:
+        """Load the newest checkpoint after checking it was written by this same config."""
+        ckpt = checkpoint.latest(self.ckpt_dir)
+        if ckpt is None:
+            raise UserError(f"{self.run_dir}: no checkpoint to resume from; drop --resume to "
+                            f"start this run")
+        state = checkpoint.load_state(ckpt.state)
+        mine = dataclasses.asdict(self.cfg)
+        theirs = state.get("config", {})
+        for key in sorted(set(mine) | set(theirs)):
+            if key not in RESUMABLE_CHANGES and mine.get(key) != theirs.get(key):
+                raise UserError(f"{ckpt.state}: written with {key}={theirs.get(key)!r}, this run "
+                                f"has {key}={mine.get(key)!r}; resume with the same settings")
+        checkpoint.load_weights(self.model, ckpt.weights)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError) as e:
+            raise UserError(f"{ckpt.state}: optimizer state does not fit the model ({e})") from None
+        self.step = state["step"]
+        self.batches_drawn = state["data"]["batches_drawn"]
+        t = state["trainer"]
+        self.train_s, self.timed_tokens, self.timed_s = t["train_s"], t["timed_tokens"], t["timed_s"]
+        self.wall_before, self.best, self.bad_evals = t["wall_s"], t["best"], t["bad_evals"]
+        self.peak_mem = t["peak_mem"]
+        return state
+
+    def wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def progress(self) -> float:
+        """How far through its budget the run is after the step being taken: drives the lr."""
+        by_steps = (self.step + 1) / self.cfg.steps
+        if self.cfg.budget_seconds:
+            return max(by_steps, self.train_s / self.cfg.budget_seconds)
+        return by_steps
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            metrics = self.task.evaluate(self.model, split, self.cfg.batch_size)
+        self.model.train()
+        return {f"{split}_{k}": float(v) for k, v in metrics.items()}
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.device.type == "cuda")
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def prepare_run_dir(self) -> None:
+        """Create the run directory; never overwrite another run's files."""
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.resume:
+            # steps after the checkpoint are redone, so their lines go
+            lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.exists() else []
+            kept = [ln for ln in lines if _line_step(ln) is not None and _line_step(ln) <= self.step]
+            atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
+        elif metrics.exists() or checkpoint.latest(self.ckpt_dir) is not None:
+            raise UserError(f"{self.run_dir} already holds a run; add --resume to continue it, "
+                            f"or choose another --name or --out")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "config.json", dataclasses.asdict(self.cfg))
+
+    def run(self) -> TrainOutcome:
+        cfg = self.cfg
+        self.writer = _tensorboard_writer(self.run_dir) if cfg.tensorboard and self.main else None
+        state = self.restore() if self.resume else None
+        if self.main:
+            self.prepare_run_dir()
+        self.t_start = time.perf_counter()
+        self.saved_step = self.step if state else -1
+        batches = self.task.batches("train", cfg.batch_size, seed=self.rank)
+        # Replaying the stream up to the checkpoint is the one way to reach the same position in
+        # any task's generator; the RNGs are restored after it, so the replay leaves no trace.
+        for _ in islice(batches, self.batches_drawn):
+            pass
+        if state:
+            checkpoint.set_rng_state(state["rng"])
+        status, stopped = "ok", ""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        bar = _progress_bar(cfg, self.step)
+        self.model.train()
+        first_step, since = True, (self.step, self.train_s)
+        with PeakMemory(self.device) as mem:
+            while self.step < cfg.steps:
+                if cfg.budget_seconds and self.train_s >= cfg.budget_seconds:
+                    stopped = f"stopped by the time budget of {cfg.budget_seconds:g} s"
+                    break
+                batch = next(batches).to(self.device)
+                self.batches_drawn += 1
+                t0 = time.perf_counter()
+                lr = cfg.lr * lr_factor(self.progress(), cfg.warmup, cfg.min_lr)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with self.autocast():
+                    loss = self.task.loss(self.model(batch), batch)
+                if not torch.isfinite(loss):
+                    status, stopped = "nan", f"loss became {loss.item()} at step {self.step + 1}"
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip or math.inf)
+                if not torch.isfinite(grad_norm):
+                    status, stopped = "nan", f"gradient norm became {grad_norm.item()} at step " \
+                                             f"{self.step + 1}"
+                    break
+                self.optimizer.step()
+                loss_value = loss.item()  # also waits for the device, so the timing is honest
+                dt = time.perf_counter() - t0
+                self.step += 1
+                self.train_s += dt
+                if not first_step:  # the first step pays for allocation and kernel selection
+                    self.timed_tokens += batch.x.shape[0] * cfg.seq_len
+                    self.timed_s += dt
+                first_step = False
+                bar.update(1)
+
+                record: dict[str, Any] = {}
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    tokens = (self.step - since[0]) * cfg.batch_size * cfg.seq_len
+                    record = {"step": self.step, "loss": loss_value, "lr": lr,
+                              "grad_norm": grad_norm.item(),
+                              "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
+                              "wall_s": self.wall_s()}
+                    since = (self.step, self.train_s)
+                    bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    record = {"step": self.step, **record, **self.evaluate("val")}
+                    if self.early_stop(record):
+                        stopped = f"early stopping: no better validation {self.task.metric_name} " \
+                                  f"in {cfg.patience} evaluations"
+                if record:
+                    self.log(record)
+                if stopped:
+                    break
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save()
+        bar.close()
+        self.peak_mem = max(self.peak_mem, mem.peak_bytes)
+        if status == "ok" and self.saved_step != self.step:
+            self.save()
+        return self.finish(status, stopped)
+
+    def early_stop(self, record: dict[str, Any]) -> bool:
+        value = record[f"val_{self.task.metric_name}"]
+        sign = 1 if self.task.higher_is_better else -1
+        if self.best is None or sign * (value - self.best) > 0:
+            self.best, self.bad_evals = value, 0
+        else:
+            self.bad_evals += 1
+        return bool(self.cfg.patience) and self.bad_evals >= self.cfg.patience
+
+    def finish(self, status: str, stopped: str) -> TrainOutcome:
+        """Evaluate on the held-out split, write summary.json and return the outcome."""
+        cfg, task = self.cfg, self.task
+        split = "test" if "test" in task.splits else "val"
+        final = self.evaluate(split) if status == "ok" else {}
+        if final and self.main:
+            self.log({"step": self.step, **final})
+        if status == "nan":
+            last = checkpoint.latest(self.ckpt_dir)
+            stopped += (f"; the last good checkpoint is step {last.step} in {self.ckpt_dir}"
+                        if last else "; no checkpoint was saved before it") + \
+                " (try a lower --lr or --clip 1)"
+        from seqarena.models import count_params
+
+        result = RunResult(
+            model=cfg.model, task=cfg.task, seq_len=cfg.seq_len,
+            params=count_params(self.model), metric_name=task.metric_name,
+            metric=final.get(f"{split}_{task.metric_name}"),
+            higher_is_better=task.higher_is_better,
+            train_tokens_per_s=self.timed_tokens / self.timed_s if self.timed_s else 0.0,
+            peak_mem_bytes=int(self.peak_mem), wall_s=self.wall_s(), steps=self.step,
+            seed=cfg.seed, status=status,
+            extra={"split": split, "metrics": final, "best_val": self.best,
+                   "baselines": task.baselines(), "train_s": self.train_s, "stopped": stopped,
+                   "device": str(self.device), "threads": self.threads, "world_size": self.world,
+                   "d_model": cfg.d_model, "layers": cfg.layers, "model_args": cfg.model_args,
+                   "task_version": task.version, "run_dir": str(self.run_dir)})
+        if self.main:
+            write_results(self.run_dir / "summary.json", "train", [result])
+        if self.writer is not None:
+            self.writer.close()
+        return TrainOutcome(result, self.model, task, self.run_dir, stopped)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
+    """Train `cfg` into cfg.run_dir (continuing its newest checkpoint when resume is True)."""
+    return Trainer(cfg, resume).run()
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _line_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _progress_bar(cfg: TrainConfig, start: int):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc=cfg.run_name, leave=False,
+                disable=not sys.stdout.isatty(), dynamic_ncols=True)
