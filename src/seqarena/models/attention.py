@@ -1,0 +1,195 @@
+"""Multi-head attention: the equations, and the fused SDPA kernel beside them on the same weights.
+
+References:
+- Vaswani et al. 2017, "Attention Is All You Need", section 3.2 (scaled dot-product and
+  multi-head attention): https://arxiv.org/abs/1706.03762
+- nanoGPT `model.py`, `CausalSelfAttention`: `scaled_dot_product_attention` as the fast path with
+  the manual `softmax(q @ k^T / sqrt(d)) @ v` right under `else`.
+- torch.nn.MultiheadAttention: the same packed `in_proj` layout, so its weights copy over as is.
+
+Masks follow the Backbone contract: True marks a position that takes part (a real token, a key a
+query may see); padding and the future are False.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# B batch, L query length, S key length, D model width, H heads, Dh head width (D / H)
+
+IMPLS = ("sdpa", "manual")
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, for step-by-step decoding.
+
+    A self-attention cache grows: its buffers double when full, so an append is amortised O(1)
+    where a torch.cat per token would copy the whole cache every step. A memory cache holds the
+    keys and values of an encoder's output, computed once for the whole decode. Buffers are
+    written in place: decode under torch.no_grad() and train with forward().
+    """
+
+    def __init__(self, k: torch.Tensor | None = None, v: torch.Tensor | None = None):
+        self.memory = k is not None  # True: fixed cross-attention keys, never appended to
+        self.k, self.v = k, v  # (B, H, capacity, Dh)
+        self.length = 0 if k is None else k.size(2)
+
+    def append(self, k_t: torch.Tensor, v_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add keys and values (B, H, n, Dh); return all of them so far, (B, H, length, Dh)."""
+        n = k_t.size(2)
+        if self.k is None or self.length + n > self.k.size(2):
+            self._grow(k_t, max(16, 2 * (self.length + n)))
+        self.k[:, :, self.length:self.length + n] = k_t
+        self.v[:, :, self.length:self.length + n] = v_t
+        self.length += n
+        return self.keys_values()
+
+    def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[:, :, :self.length], self.v[:, :, :self.length]  # (B, H, length, Dh)
+
+    def _grow(self, like: torch.Tensor, capacity: int) -> None:
+        B, H, _, Dh = like.shape
+        k = like.new_empty(B, H, capacity, Dh)
+        v = like.new_empty(B, H, capacity, Dh)
+        if self.k is not None:
+            k[:, :, :self.length] = self.k[:, :, :self.length]
+            v[:, :, :self.length] = self.v[:, :, :self.length]
+        self.k, self.v = k, v
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention (x attends to x) or cross-attention (x attends to memory), H heads."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+        super().__init__()
+        if d_model % heads != 0:
+            raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.d_model, self.heads, self.dropout, self.impl = d_model, heads, dropout, impl
+        # W_q, W_k, W_v stacked as rows, (3D, D): self-attention projects in one matmul
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)  # W_o, mixes the concatenated heads
+        self.recorded: list[torch.Tensor] | None = None  # a list: keep weights (record_attention)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """x (B, L, D) attends to itself, or to memory (B, S, D); key_mask (B, S) -> (B, L, D)."""
+        D = self.d_model
+        if memory is None:
+            q, k, v = self.in_proj(x).split(D, dim=2)  # 3 x (B, L, D)
+        else:
+            w, b = self.in_proj.weight, self.in_proj.bias
+            q = F.linear(x, w[:D], b[:D])  # (B, L, D)
+            k, v = F.linear(memory, w[D:], b[D:]).split(D, dim=2)  # 2 x (B, S, D)
+        return self._attend(self._heads(q), self._heads(k), self._heads(v), key_mask, causal)
+
+    def memory_cache(self, memory: torch.Tensor) -> KVCache:
+        """Keys and values of memory (B, S, D), computed once for cross-attention while decoding."""
+        D = self.d_model
+        k, v = F.linear(memory, self.in_proj.weight[D:], self.in_proj.bias[D:]).split(D, dim=2)
+        return KVCache(self._heads(k), self._heads(v))
+
+    def step(self, x_t: torch.Tensor, cache: KVCache,
+             key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One new token x_t (B, 1, D) -> (B, 1, D); self-attention caches its key and value."""
+        D = self.d_model
+        if cache.memory:
+            q = F.linear(x_t, self.in_proj.weight[:D], self.in_proj.bias[:D])  # (B, 1, D)
+            k, v = cache.keys_values()
+        else:
+            q, k_t, v_t = self.in_proj(x_t).split(D, dim=2)  # 3 x (B, 1, D)
+            k, v = cache.append(self._heads(k_t), self._heads(v_t))
+        # the cache holds only the past and the present, so the causal mask has nothing to hide
+        return self._attend(self._heads(q), k, v, key_mask, causal=False)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, L, _ = t.shape
+        return t.view(B, L, self.heads, -1).transpose(1, 2)  # (B, H, L, Dh), a view, no copy
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        """softmax(q k^T / sqrt(Dh)) v per head, then W_o over the concatenated heads."""
+        B, H, L, Dh = q.shape
+        S = k.size(2)
+        fused = self.impl == "sdpa" and self.recorded is None
+        # is_causal (no mask tensor) lets the kernel skip the key blocks above the diagonal
+        is_causal = causal and fused and key_mask is None and L == S
+        mask = None  # (B|1, 1, L|1, S) bool, True where query l may see key s
+        if key_mask is not None:
+            mask = key_mask[:, None, None, :]  # (B, 1, 1, S)
+        if causal and not is_causal:
+            # query l is the (S - L + l)-th key: it sees keys up to and including itself
+            past = torch.ones(L, S, dtype=torch.bool, device=q.device).tril(S - L)  # (L, S)
+            mask = past if mask is None else mask & past
+        dropout = self.dropout if self.training else 0.0
+        if fused:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                               is_causal=is_causal)  # (B, H, L, Dh)
+        else:
+            # Dividing by sqrt(Dh): with unit-variance q and k a dot product of Dh terms has
+            # variance Dh, which would push softmax into saturation where its gradients vanish.
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))  # (B, H, L, S)
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
+            att = att.softmax(dim=-1)
+            if mask is not None:
+                # a query that may see no key (a padding row) gets zeros, as SDPA returns
+                att = att.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+            if self.recorded is not None:
+                self.recorded.append(att.detach())
+            y = F.dropout(att, dropout, self.training) @ v  # (B, H, L, Dh)
+        y = y.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, D): heads side by side
+        return self.out_proj(y)
+
+    def uncounted_flops(self, batch: int, q_len: int, k_len: int) -> float:
+        """Forward FLOPs of q k^T and att v that FlopCounterMode does not see (0 when it does)."""
+        w = self.out_proj.weight
+        if self.impl == "manual" or sdpa_is_counted(w.device.type, w.dtype):
+            return 0.0
+        # Causal attention is not halved: the manual path and torch's own SDPA formulas (counted
+        # on GPU) count the full L x S products, so one model reports the same FLOPs on every path
+        # and device. The CPU kernel does skip key blocks above the diagonal under is_causal, so
+        # a causal layer's attention does up to 2x less arithmetic than counted here.
+        return 2.0 * 2.0 * batch * q_len * k_len * self.d_model
+
+
+@functools.lru_cache(maxsize=None)
+def sdpa_is_counted(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether FlopCounterMode has a formula for the SDPA kernel this device runs.
+
+    torch 2.13 registers formulas for the CUDA flash/efficient/cuDNN kernels but not for
+    aten._scaled_dot_product_flash_attention_for_cpu, so on CPU attention would count as zero.
+    """
+    q = torch.zeros(1, 1, 4, 8, device=device_type, dtype=dtype)
+    with FlopCounterMode(display=False) as counter:
+        F.scaled_dot_product_attention(q, q, q, is_causal=True)
+    return counter.get_total_flops() > 0
+
+
+class record_attention:
+    """`with record_attention(model) as maps: model(x)`: maps[name] lists weights (B, H, L, S).
+
+    Recording switches the attention layers to the manual path, the only one that forms the
+    weights; each call (a forward, or one decoding step) appends one tensor.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = {name: m for name, m in model.named_modules()
+                       if isinstance(m, MultiHeadAttention)}
+
+    def __enter__(self) -> dict[str, list[torch.Tensor]]:
+        maps = {}
+        for name, layer in self.layers.items():
+            layer.recorded = maps[name] = []
+        return maps
+
+    def __exit__(self, *exc) -> None:
+        for layer in self.layers.values():
+            layer.recorded = None
