@@ -178,3 +178,25 @@ def explain_attention(as_json: bool, **inputs):
     from seqarena.explain import attention
 
     _show(attention(**inputs), as_json)
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def tasks(names: tuple[str, ...], as_json: bool):
+    """List the tasks (all, or NAMES) with their metric, head and parameters (defaults)."""
+    from seqarena.tasks import describe_tasks
+
+    rows = describe_tasks(names or None)
+    if as_json:
+        echo_json(rows)
+        return
+    from seqarena.table import format_table
+
+    table = [{**r, "better": "higher" if r["higher_is_better"] else "lower"} for r in rows]
+    click.echo(format_table(table, ["name", "metric", "better", "head", "summary"]))
+    click.echo("\nparameters (defaults), set with KEY=VALUE:")
+    for r in rows:
+        click.echo(f"  {r['name']}: " + ", ".join(f"{k}={v!r}" for k, v in r["params"].items()))
