@@ -180,6 +180,179 @@ def explain_attention(as_json: bool, **inputs):
     _show(attention(**inputs), as_json)
 
 
+# --- train, compare, generate ---------------------------------------------------------------
+
+def _training_options(f):
+    """Options `train` and `compare` share; unset ones fall back to the TOML file, then defaults."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="TOML file of settings; flags given here override its values."),
+        click.option("--task", help="Task name (`seqarena tasks`)."),
+        click.option("--steps", type=int, help="Optimizer steps."),
+        click.option("--batch-size", type=int, help="Sequences per step."),
+        click.option("--d-model", type=int, help="Model width D."),
+        click.option("--layers", type=int, help="Stacked layers or blocks."),
+        click.option("--lr", type=float, help="Peak learning rate (AdamW, warm-up, cosine)."),
+        click.option("--weight-decay", type=float, help="AdamW weight decay on matrices."),
+        click.option("--warmup", type=float, help="Fraction of the run spent warming up the lr."),
+        click.option("--min-lr", type=float, help="Final lr as a fraction of --lr."),
+        click.option("--clip", type=float, help="Largest gradient norm (0: no clipping)."),
+        click.option("--dropout", type=float, help="Dropout inside the model."),
+        click.option("--patience", type=int, help="Early stopping after N evaluations (0: off)."),
+        click.option("--budget-seconds", type=float, help="Stop after this much training time."),
+        click.option("--threads", type=int, help="CPU threads (default: every core available)."),
+        click.option("--device", help="cpu, cuda, cuda:N or auto."),
+        click.option("--data-dir", help="Directory of a task's data files (e.g. LRA ListOps)."),
+        click.option("--text", help="UTF-8 text file for text-lm."),
+        click.option("--csv", help="CSV file for forecast (with --column)."),
+        click.option("--column", help="Column of --csv to forecast."),
+        click.option("--series", help="Bundled series for forecast (co2, sunspots)."),
+        click.option("--task-arg", multiple=True, metavar="KEY=VALUE",
+                     help="Another task parameter (repeatable)."),
+        click.option("--tensorboard", is_flag=True, default=None,
+                     help="Also write TensorBoard event files beside metrics.jsonl."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+class _WithDefaults(click.Command):
+    """A command whose help ends with the defaults that unset options fall back to."""
+
+    def __init__(self, *args, defaults, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.defaults = defaults  # () -> dict, called only when help is shown
+
+    def format_epilog(self, ctx, formatter):
+        formatter.write_paragraph()
+        formatter.write_text("Defaults: " + ", ".join(f"{k}={v}" for k, v in self.defaults().items()))
+
+
+def _train_defaults() -> dict:
+    import dataclasses
+
+    from seqarena.train import TrainConfig
+
+    return {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if v not in ({}, "")}
+
+
+def _compare_defaults() -> dict:
+    from seqarena.compare import DEFAULT_TRAIN, CompareConfig
+
+    c, t = CompareConfig(), DEFAULT_TRAIN
+    return {"models": ",".join(c.models), "seq_lens": ",".join(map(str, c.seq_lens)),
+            "seeds": ",".join(map(str, c.seeds)), "task": t.task, "steps": t.steps,
+            "batch_size": t.batch_size, "d_model": t.d_model, "layers": t.layers, "lr": t.lr,
+            "eval_every": t.eval_every, "device": t.device}
+
+
+def _flag_layer(given: dict) -> dict:
+    """The options a user gave, as TrainConfig fields (data flags and --*-arg into *_args)."""
+    from seqarena.train import parse_assignments
+
+    given = dict(given)
+    task_args = parse_assignments(given.pop("task_arg", ()), "--task-arg")
+    model_args = parse_assignments(given.pop("model_arg", ()), "--model-arg")
+    for key in ("data_dir", "text", "csv", "column", "series"):
+        if given.get(key) is not None:
+            task_args[key] = given[key]
+        given.pop(key, None)
+    layer = {k: v for k, v in given.items() if v is not None}
+    if task_args:
+        layer["task_args"] = task_args
+    if model_args:
+        layer["model_args"] = model_args
+    return layer
+
+
+@cli.command(cls=_WithDefaults, defaults=_train_defaults)
+@click.option("--model", help="Model name (`seqarena models`).")
+@click.option("--seq-len", type=int, help="Sequence length L.")
+@click.option("--seed", type=int, help="Seed of data, weights and dropout.")
+@click.option("--eval-every", type=int, help="Evaluate every N steps (0: at the end only).")
+@click.option("--checkpoint-every", type=int, help="Save a checkpoint every N steps.")
+@click.option("--keep-checkpoints", type=int, help="How many of the newest checkpoints to keep.")
+@click.option("--log-every", type=int, help="Write a metrics.jsonl line every N steps.")
+@click.option("--out", help="Parent directory of run directories (default: runs).")
+@click.option("--name", help="Run directory name (default: <model>-<task>-L<seq_len>-s<seed>).")
+@click.option("--model-arg", multiple=True, metavar="KEY=VALUE",
+              help="Another model config field (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run from its newest checkpoint.")
+@_training_options
+def train(config_file, resume, **given):
+    """Train one model on one task into runs/<name>/."""
+    from seqarena.train import resolve_config, train as run_training
+
+    cfg = resolve_config(config_file, _flag_layer(given), resume=resume)
+    outcome = run_training(cfg, resume=resume)
+    r = outcome.result
+    if r.status == "nan":
+        raise UserError(outcome.message)
+    metric = "-" if r.metric is None else f"{r.metric:.4g}"
+    click.echo(f"{r.model} on {r.task} (L={r.seq_len}, {r.params:,} parameters): "
+               f"{r.extra['split']} {r.metric_name} {metric} after {r.steps} steps, "
+               f"{r.train_tokens_per_s:,.0f} train tokens/s, {r.wall_s:.1f} s")
+    if outcome.message:
+        click.echo(outcome.message)
+    click.echo(f"wrote {outcome.run_dir}")
+
+
+def _csv(value: str | None, kind: type, flag: str):
+    if value is None:
+        return None
+    try:
+        return [kind(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} expects a comma-separated list of {kind.__name__}s, "
+                        f"got {value!r}") from None
+
+
+@cli.command(cls=_WithDefaults, defaults=_compare_defaults)
+@click.option("--models", help="Comma-separated models (default: rnn,lstm,gru,mingru,transformer).")
+@click.option("--seq-lens", help="Comma-separated sequence lengths (default: 50,200).")
+@click.option("--seeds", help="Comma-separated seeds; several give mean and std (default: 0).")
+@click.option("--params", type=int, help="Parameter target (default: the largest model's count at --d-model).")
+@click.option("--out", help="Compare directory (default: runs/compare-<date>-<time>).")
+@_training_options
+def compare(config_file, models, seq_lens, seeds, **given):
+    """Train several models on one task under one budget, side by side (the main job)."""
+    from seqarena.compare import compare as run_compare, compare_config_from, table_rows
+    from seqarena.table import format_table
+    from seqarena.train import read_toml
+
+    lists = {"models": _csv(models, str, "--models"), "seq_lens": _csv(seq_lens, int, "--seq-lens"),
+             "seeds": _csv(seeds, int, "--seeds")}
+    flags = {**_flag_layer(given), **{k: v for k, v in lists.items() if v is not None}}
+    if "budget_seconds" in flags and "steps" not in flags:
+        flags["steps"] = 10**9  # the time budget alone ends each run
+    cfg = compare_config_from(read_toml(config_file) if config_file else {}, flags,
+                              where=config_file or "flags")
+    outcome = run_compare(cfg, echo=click.echo)
+    rows, columns, headers = table_rows(outcome.rows)
+    click.echo("")
+    click.echo(format_table(rows, columns, headers))
+    baselines = outcome.rows[0]["baselines"] if outcome.rows else {}
+    if baselines:
+        click.echo("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in baselines.items()))
+    click.echo(f"wrote {outcome.out / 'summary.json'} ({outcome.wall_s:.0f} s)")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--max-new-tokens", type=int, default=200, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Sampling temperature; 0 is greedy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def generate(run_dir, prompt, max_new_tokens, temperature, seed, device):
+    """Sample text from a trained run (its config.json and newest checkpoint)."""
+    from seqarena.train import generate as sample
+
+    click.echo(sample(run_dir, prompt, max_new_tokens, temperature, seed, device))
+
+
 # --- tasks ----------------------------------------------------------------------------------
 
 @cli.command()

@@ -22,6 +22,7 @@ piece missing.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import math
@@ -200,6 +201,21 @@ def normalized(cfg: TrainConfig, task) -> TrainConfig:
     return dataclasses.replace(
         cfg, model_args={k: getattr(model_config, k) for k in cfg.model_args},
         task_args={k: getattr(task.config, k) for k in cfg.task_args})
+
+
+def parse_assignments(items: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:
+    """KEY=VALUE strings (repeatable flags) as a dict; VALUE reads as a TOML literal when it is
+    one (8, 0.5, true, "text"), else as a plain string."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip().replace("-", "_")] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -413,6 +429,7 @@ class Trainer:
         bar = _progress_bar(cfg, self.step)
         self.model.train()
         first_step, since = True, (self.step, self.train_s)
+        _release_freed_memory()
         with PeakMemory(self.device) as mem:
             while self.step < cfg.steps:
                 if cfg.budget_seconds and self.train_s >= cfg.budget_seconds:
@@ -529,6 +546,17 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _release_freed_memory() -> None:
+    """Hand memory that earlier runs in this process freed back to the OS. PeakMemory measures
+    CPU memory as resident size above the level at entry; without this, a run would reuse the
+    heap an earlier run left behind and its peak would read as zero."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+            pass
+
+
 def _line_step(line: str) -> int | None:
     try:
         return int(json.loads(line)["step"])
@@ -539,5 +567,30 @@ def _line_step(line: str) -> int | None:
 def _progress_bar(cfg: TrainConfig, start: int):
     from tqdm import tqdm
 
-    return tqdm(total=cfg.steps, initial=start, desc=cfg.run_name, leave=False,
+    total = None if cfg.budget_seconds else cfg.steps  # a time budget ends runs, not steps
+    return tqdm(total=total, initial=start, desc=cfg.run_name, leave=False,
                 disable=not sys.stdout.isatty(), dynamic_ncols=True)
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
+    """(config, task, model) of a run directory, the model holding its newest checkpoint."""
+    cfg = read_run_config(run_dir)
+    ckpt = checkpoint.latest(Path(run_dir) / "checkpoints")
+    if ckpt is None:
+        raise UserError(f"{run_dir}: no checkpoint to load; train the run first")
+    task, model = build(cfg)
+    model.to(resolve_device(device))
+    checkpoint.load_weights(model, ckpt.weights)
+    return cfg, task, model.eval()
+
+
+def generate(run_dir: str | os.PathLike, prompt: str, max_new_tokens: int = 200,
+             temperature: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
+    """Sample a continuation of `prompt` from a trained run (recurrent state or KV cache)."""
+    cfg, task, model = load_run(run_dir, device)
+    if not hasattr(task, "generate"):
+        raise UserError(f"task {cfg.task!r} does not generate text; generate samples from runs "
+                        f"of a language-model task such as text-lm")
+    with torch.no_grad():
+        return task.generate(model, prompt, max_new_tokens, temperature, seed)
+
