@@ -151,7 +151,8 @@ class MultiHeadAttention(nn.Module):
     def uncounted_flops(self, batch: int, q_len: int, k_len: int) -> float:
         """Forward FLOPs of q k^T and att v that FlopCounterMode does not see (0 when it does)."""
         w = self.out_proj.weight
-        if self.impl == "manual" or sdpa_is_counted(w.device.type, w.dtype):
+        dropout = self.training and self.dropout > 0  # as the module would run now
+        if self.impl == "manual" or sdpa_is_counted(w.device.type, w.dtype, dropout):
             return 0.0
         # Causal attention is not halved: the manual path and torch's own SDPA formulas (counted
         # on GPU) count the full L x S products, so one model reports the same FLOPs on every path
@@ -161,15 +162,16 @@ class MultiHeadAttention(nn.Module):
 
 
 @functools.lru_cache(maxsize=None)
-def sdpa_is_counted(device_type: str, dtype: torch.dtype) -> bool:
-    """Whether FlopCounterMode has a formula for the SDPA kernel this device runs.
+def sdpa_is_counted(device_type: str, dtype: torch.dtype, dropout: bool) -> bool:
+    """Whether FlopCounterMode sees the FLOPs of the SDPA kernel this device picks.
 
     torch 2.13 registers formulas for the CUDA flash/efficient/cuDNN kernels but not for
-    aten._scaled_dot_product_flash_attention_for_cpu, so on CPU attention would count as zero.
+    aten._scaled_dot_product_flash_attention_for_cpu, so on CPU attention would count as zero;
+    with dropout the CPU falls back to the math path, whose matmuls are counted.
     """
     q = torch.zeros(1, 1, 4, 8, device=device_type, dtype=dtype)
     with FlopCounterMode(display=False) as counter:
-        F.scaled_dot_product_attention(q, q, q, is_causal=True)
+        F.scaled_dot_product_attention(q, q, q, dropout_p=0.5 if dropout else 0.0, is_causal=True)
     return counter.get_total_flops() > 0
 
 
