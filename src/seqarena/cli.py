@@ -373,3 +373,51 @@ def tasks(names: tuple[str, ...], as_json: bool):
     click.echo("\nparameters (defaults), set with KEY=VALUE:")
     for r in rows:
         click.echo(f"  {r['name']}: " + ", ".join(f"{k}={v!r}" for k, v in r["params"].items()))
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--models", help="Comma-separated NAME or NAME:IMPL (default: every registered model).")
+@click.option("--seq-lens", help="Comma-separated lengths L (default: 256,1024,4096; quick: 64,256,1024).")
+@click.option("--batch-size", help="Comma-separated batch sizes B (default: 16; quick: 8).")
+@click.option("--d-model", help="Comma-separated widths D (default: 128; quick: 64).")
+@click.option("--layers", help="Comma-separated layer counts (default: 1).")
+@click.option("--modes", help="Comma-separated of train, forward, prefill, decode (default: all).")
+@click.option("--threads", help="Comma-separated CPU thread counts, 'all' = every core "
+                                "(default: 1,all; quick: all).")
+@click.option("--device", help="Comma-separated of cpu, cuda (default: cpu, and cuda if present).")
+@click.option("--dtype", help="Comma-separated of float32, bfloat16, float16 (default: float32).")
+@click.option("--peers", is_flag=False, flag_value="all",
+              help="Also time other implementations: comma-separated names, or no value for all.")
+@click.option("--quick", is_flag=True, help="Every model at three short lengths, small shapes.")
+@click.option("--time-budget", type=float,
+              help="Seconds per point before it is recorded as a timeout (default: 60; quick: 10).")
+@click.option("--min-run-time", type=float, help="Timed seconds per point after warm-up "
+                                                 "(default: 0.5; quick: 0.05).")
+@click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Directory for bench.json and bench.csv (default: runs/bench-<date>-<time>).")
+def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device, dtype, peers,
+          quick, time_budget, min_run_time, as_json, out):
+    """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers."""
+    from seqarena.bench.command import bench as run_bench, config_from_options, parse_list, render
+
+    config = config_from_options(
+        quick, models=parse_list("--models", models), seq_lens=parse_list("--seq-lens", seq_lens, int),
+        batch_sizes=parse_list("--batch-size", batch_size, int),
+        d_models=parse_list("--d-model", d_model, int), layers=parse_list("--layers", layers, int),
+        modes=parse_list("--modes", modes), threads=parse_list("--threads", threads, int),
+        devices=parse_list("--device", device), dtypes=parse_list("--dtype", dtype),
+        peers=parse_list("--peers", peers), time_budget_s=time_budget, min_run_time_s=min_run_time)
+
+    def progress(r):
+        speed = f"{r.tokens_per_s:,.0f} tok/s" if r.tokens_per_s else r.status
+        click.echo(f"  {r.model} ({r.impl}) {r.mode} L={r.seq_len} B={r.batch} "
+                   f"{r.device}/{r.threads}t: {speed}", err=True)
+
+    run = run_bench(config, out, on_result=progress)
+    if as_json:
+        echo_json(run.doc)
+    else:
+        click.echo(render(run))

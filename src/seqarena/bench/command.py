@@ -1,0 +1,89 @@
+"""`seqarena bench` as library calls: options -> SweepConfig -> sweep -> files and text."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from seqarena.bench.summary import (crossovers, device_speedup, format_results, speedup_lines,
+                                    thread_scaling, write_outputs)
+from seqarena.bench.sweep import SweepConfig, all_cores, quick_config, run_sweep
+from seqarena.errors import UserError
+from seqarena.results import BenchResult
+
+
+def parse_list(flag: str, text: str | None, kind: type = str) -> tuple | None:
+    """Split "a,b,c" into a tuple of `kind`; --threads also takes "all" (every core)."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = tuple(all_cores() if (flag == "--threads" and t == "all") else kind(t)
+                       for t in items)
+    except ValueError:
+        raise UserError(f"{flag} expects a comma-separated list of {kind.__name__}s, "
+                        f"got {text!r}") from None
+    if not values:
+        raise UserError(f"{flag} is empty; give at least one value")
+    if kind is int and any(v <= 0 for v in values):
+        raise UserError(f"{flag} values must be positive, got {text!r}")
+    return values
+
+
+def config_from_options(quick: bool = False, **options: Any) -> SweepConfig:
+    """A SweepConfig from CLI-style options (None = default; --quick changes the defaults)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return quick_config(**given) if quick else SweepConfig(**given)
+
+
+def default_out() -> Path:
+    return Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+
+
+@dataclass
+class BenchRun:
+    """A finished sweep: its results, the document written to bench.json, and the files."""
+
+    results: list[BenchResult]
+    doc: dict[str, Any]
+    files: list[Path]
+
+
+def bench(config: SweepConfig, out: str | Path | None = None,
+          on_result: Callable[[BenchResult], None] | None = None) -> BenchRun:
+    """Run the sweep, then write bench.json and bench.csv into `out` (default runs/bench-*)."""
+    started = time.perf_counter()
+    report = run_sweep(config, on_result)
+    summary = {
+        "crossovers": crossovers(report.results),
+        "thread_scaling": thread_scaling(report.results),
+        "device_speedup": device_speedup(report.results),
+        "peak_source": report.peak_source,
+        "notes": report.notes,
+        "sweep": dataclasses.asdict(config),
+        "wall_s": time.perf_counter() - started,
+    }
+    out = Path(out) if out is not None else default_out()
+    doc, files = write_outputs(out, report.results, report.peak_flops, **summary)
+    return BenchRun(report.results, doc, files)
+
+
+def render(run: BenchRun) -> str:
+    """The terminal view: the table, peaks, crossovers, speed-ups, notes and where files went."""
+    doc = run.doc
+    lines = [format_results(run.results), ""]
+    lines += ["machine peak (best large matmul): " + ", ".join(
+        f"{key} {flops / 1e9:.1f} GFLOP/s ({doc['peak_source'].get(key, '')})"
+        for key, flops in doc["peak_flops"].items())]
+    sections = [("crossovers", doc["crossovers"]),
+                ("thread scaling", speedup_lines(doc["thread_scaling"], "threads")),
+                ("GPU over CPU", speedup_lines(doc["device_speedup"], "GPU/CPU")),
+                ("notes", doc["notes"])]
+    for title, items in sections:
+        if items:
+            lines += ["", f"{title}:"] + [f"  {item}" for item in items]
+    lines += ["", f"{doc['wall_s']:.0f} s; wrote " + ", ".join(str(f) for f in run.files)]
+    return "\n".join(lines)

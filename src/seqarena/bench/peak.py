@@ -1,0 +1,59 @@
+"""The machine's peak: large square matmuls, timed in the same run, device, dtype and threads.
+
+MFU (model FLOPs utilisation, PaLM, Chowdhery et al. 2022, appendix B) divides a model's counted
+FLOP/s by what this machine reaches on the work it is best at. Measuring that here, instead of
+quoting a datasheet, keeps the ratio honest about this BLAS, this clock and these threads.
+
+The peak is the best run over two sizes and, on CPU, two libraries: torch's matmul calls its
+BLAS (MKL in the official wheels), while oneDNN runs the fused RNN kernels and can be the faster
+of the two (on AMD CPUs MKL avoids its AVX-512 code paths). A model that reaches oneDNN's speed
+must not show an MFU above 100 %. On a shared machine another process only ever slows a run
+down, so the best run, not the median, is the peak.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from seqarena.bench.timer import time_call
+
+
+def peak_sizes(device: torch.device) -> tuple[int, ...]:
+    """Sides n of the n x n matmuls: large enough to saturate the device, quick to time."""
+    return (4096, 8192) if device.type == "cuda" else (1024, 2048)
+
+
+def matmul_paths(a: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The ways torch can multiply a by b on their device: its BLAS, and oneDNN on CPU."""
+    paths = {"blas": lambda: a @ b}
+    if a.device.type == "cpu" and torch.backends.mkldnn.is_available():
+        a_packed, b_packed = a.to_mkldnn(), b.t().contiguous().to_mkldnn()  # linear: a @ w^T
+        paths["onednn"] = lambda: torch._C._nn.mkldnn_linear(a_packed, b_packed, None)
+    return paths
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, threads: int,
+                min_run_time: float = 1.0, sizes: tuple[int, ...] | None = None
+                ) -> tuple[float, str]:
+    """FLOP/s of the fastest n x n by n x n matmul (2 n^3 FLOPs), and which path and n gave it."""
+    best, source = 0.0, ""
+    generator = torch.Generator(device=device).manual_seed(0)
+    sizes = sizes or peak_sizes(device)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+        b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+        for name, fn in matmul_paths(a, b).items():
+            try:
+                timing = time_call(fn, device, threads, min_run_time=min_run_time / len(sizes))
+            except RuntimeError:  # this library has no kernel for this dtype
+                continue
+            if 2.0 * n ** 3 / timing.best_s > best:
+                best, source = 2.0 * n ** 3 / timing.best_s, f"{name} n={n}"
+    return best, source
+
+
+def peak_key(device: str, dtype: str, threads: int) -> str:
+    """How results files name one peak: "cpu/float32/2t"."""
+    return f"{device}/{dtype}/{threads}t"

@@ -1,0 +1,269 @@
+"""Other people's implementations, run through the same sweep as ours, in the same process.
+
+Each peer is wrapped in the Backbone contract ((B, L, D) -> (B, L, D), init_state, step) and
+built at the same width, depth and (for attention) heads, feed-forward width, norm placement
+and causality as our model of that architecture. Peers that need a package outside torch come
+with the optional extra `pip install "seqarena[peers]"`; a missing one is skipped with a note.
+
+References: torch.nn.TransformerEncoderLayer / LSTM / GRU; x-transformers (lucidrains)
+`Encoder`/`Decoder`; minGRU-pytorch (lucidrains) `minGRU`, after Feng et al. 2024, "Were RNNs
+All We Needed?"; mambapy (alxndrTL) `Mamba`, after Gu & Dao 2023, "Mamba".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from seqarena.bench.flops import rnn_matmul_flops
+from seqarena.errors import UserError
+from seqarena.models import StepNotSupported, make_config
+from seqarena.registry import Registry
+
+# B batch, L length, D model width, K layers, H heads, F feed-forward width
+
+
+class PeerUnavailable(UserError):
+    """A peer's package is not installed."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a peer must match: our models' width and depth, our transformer's block layout."""
+
+    d_model: int
+    layers: int
+    heads: int
+    d_ff: int
+    causal: bool
+    norm_first: bool
+    activation: str
+
+    @classmethod
+    def like_ours(cls, d_model: int, layers: int, **transformer_fields: Any) -> "Shape":
+        """The shape of our transformer at this width and depth (its defaults unless given)."""
+        cfg = make_config("transformer", strict=False, d_model=d_model, layers=layers,
+                          **transformer_fields)
+        return cls(d_model, layers, cfg.heads, cfg.ff_width, cfg.causal, cfg.norm_first,
+                   cfg.activation)
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str  # what --peers calls it
+    model: str  # the architecture it stands beside in results and tables
+    impl: str  # what results call this implementation
+    package: str | None  # the import it needs beyond torch
+    make: Callable[[Shape], nn.Module]
+
+    def build(self, shape: Shape) -> nn.Module:
+        if self.package is not None and importlib.util.find_spec(self.package) is None:
+            raise PeerUnavailable(f"peer {self.name!r} needs the {self.package} package, not "
+                                  f"installed; skipped (pip install \"seqarena[peers]\")")
+        return self.make(shape)
+
+
+PEERS: Registry[Peer] = Registry("peer")
+
+
+def peer(name: str, model: str, impl: str, package: str | None = None):
+    return PEERS.decorator(name, lambda make: Peer(name, model, impl, package, make))
+
+
+def attention_flops(batch: int, seq_len: int, d_model: int) -> float:
+    """q k^T and att v over all heads: 2 matmuls of 2 * B * L * L * D FLOPs (full square, as
+    torch's SDPA formulas count it, causal or not)."""
+    return 4.0 * batch * seq_len * seq_len * d_model
+
+
+def sdpa_hidden(module: nn.Module) -> bool:
+    """Whether FlopCounterMode misses the SDPA kernel on this module's device and dtype."""
+    from seqarena.models.attention import sdpa_is_counted
+
+    p = next(module.parameters())
+    return not sdpa_is_counted(p.device.type, p.dtype)
+
+
+# --- torch.nn -------------------------------------------------------------------------------------
+
+@peer("torch-transformer", "transformer", "torch.nn.TransformerEncoderLayer")
+class TorchTransformer(nn.Module):
+    """K torch.nn.TransformerEncoderLayer blocks (+ a final LayerNorm if pre-norm, as ours)."""
+
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.shape, self.causal = shape, shape.causal
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(shape.d_model, shape.heads, shape.d_ff, dropout=0.0,
+                                       activation=shape.activation, batch_first=True,
+                                       norm_first=shape.norm_first)
+            for _ in range(shape.layers))
+        self.norm = nn.LayerNorm(shape.d_model) if shape.norm_first else nn.Identity()
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        L = x.shape[1]
+        # torch wants the (L, L) mask beside is_causal=True, which only says the mask is causal;
+        # it is built once per length so the timing sees the layer, not the mask
+        key = (L, x.device, x.dtype)
+        if self.causal and key not in self._masks:
+            self._masks[key] = nn.Transformer.generate_square_subsequent_mask(
+                L, device=x.device, dtype=x.dtype)
+        causal_mask = self._masks.get(key) if self.causal else None
+        for block in self.blocks:
+            x = block(x, src_mask=causal_mask, is_causal=self.causal)
+        return self.norm(x)
+
+    def init_state(self, batch_size: int):
+        raise StepNotSupported("torch.nn.TransformerEncoderLayer keeps no KV cache")
+
+    def step(self, state, x_t):
+        raise StepNotSupported("torch.nn.TransformerEncoderLayer keeps no KV cache")
+
+    def forward_flops(self, batch: int, seq_len: int) -> float:
+        """Forward FLOPs in full. In eval mode without autograd torch runs its fused fast path
+        (one op per block), which FlopCounterMode does not see at all, so nothing is counted."""
+        D, F, tokens = self.shape.d_model, self.shape.d_ff, batch * seq_len
+        per_block = 2.0 * tokens * (4 * D * D + 2 * D * F) + attention_flops(batch, seq_len, D)
+        return self.shape.layers * per_block
+
+
+class TorchRNN(nn.Module):
+    """A bare torch.nn.LSTM or GRU, D -> D, K layers: the kernel our lstm/gru wrap."""
+
+    causal = True
+    cls: type[nn.RNNBase]
+
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.rnn = self.cls(shape.d_model, shape.d_model, num_layers=shape.layers, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+    def init_state(self, batch_size: int):
+        w = self.rnn.weight_hh_l0
+        h = w.new_zeros(self.rnn.num_layers, batch_size, self.rnn.hidden_size)  # (K, B, D)
+        return (h, torch.zeros_like(h)) if isinstance(self.rnn, nn.LSTM) else h
+
+    def step(self, state, x_t: torch.Tensor):
+        y, state = self.rnn(x_t[:, None], state)  # (B, 1, D)
+        return y[:, 0], state
+
+    def uncounted_flops(self, batch: int, seq_len: int) -> float:
+        """The kernel's matmuls less what the counter sees of them on this device and dtype."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        x = self.rnn.weight_hh_l0.new_zeros(1, 1, self.rnn.input_size)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            self.rnn(x)
+        visible = counter.get_total_flops() * batch * seq_len
+        return max(0.0, rnn_matmul_flops(self.rnn, batch, seq_len) - visible)
+
+
+@peer("torch-lstm", "lstm", "torch.nn.LSTM")
+class TorchLSTM(TorchRNN):
+    cls = nn.LSTM
+
+
+@peer("torch-gru", "gru", "torch.nn.GRU")
+class TorchGRU(TorchRNN):
+    cls = nn.GRU
+
+
+# --- packages -------------------------------------------------------------------------------------
+
+@peer("x-transformers", "transformer", "x-transformers", package="x_transformers")
+class XTransformers(nn.Module):
+    """x-transformers Encoder (or Decoder when our transformer is causal), flash (SDPA) path."""
+
+    def __init__(self, shape: Shape):
+        super().__init__()
+        from x_transformers import Decoder, Encoder
+
+        self.shape, self.causal = shape, shape.causal
+        kind = Decoder if shape.causal else Encoder
+        self.net = kind(dim=shape.d_model, depth=shape.layers, heads=shape.heads,
+                        attn_dim_head=shape.d_model // shape.heads, attn_flash=True,
+                        ff_mult=shape.d_ff / shape.d_model, pre_norm=shape.norm_first)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+    def init_state(self, batch_size: int):
+        raise StepNotSupported("x-transformers caches keys only inside its TransformerWrapper")
+
+    def step(self, state, x_t):
+        raise StepNotSupported("x-transformers caches keys only inside its TransformerWrapper")
+
+    def uncounted_flops(self, batch: int, seq_len: int) -> float:
+        if not sdpa_hidden(self):
+            return 0.0
+        return self.shape.layers * attention_flops(batch, seq_len, self.shape.d_model)
+
+
+@peer("mingru-pytorch", "mingru", "minGRU-pytorch", package="minGRU_pytorch")
+class MinGRUPytorch(nn.Module):
+    """K minGRU-pytorch `minGRU(D)` layers, one after the other."""
+
+    causal = True
+
+    def __init__(self, shape: Shape):
+        super().__init__()
+        from minGRU_pytorch import minGRU
+
+        self.layers = nn.ModuleList(minGRU(shape.d_model) for _ in range(shape.layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def init_state(self, batch_size: int) -> list:
+        return [None] * len(self.layers)  # minGRU starts from h_0 = 0 when given no state
+
+    def step(self, state: list, x_t: torch.Tensor):
+        x, new = x_t[:, None], []  # (B, 1, D)
+        for layer, h in zip(self.layers, state):
+            x, h = layer(x, prev_hidden=h, return_next_prev_hidden=True)
+            new.append(h)
+        return x[:, 0], new
+
+
+@peer("mambapy", "mamba", "mambapy", package="mambapy")
+class MambaPy(nn.Module):
+    """mambapy `Mamba` (pure-PyTorch parallel scan), K residual blocks of width D."""
+
+    causal = True
+
+    def __init__(self, shape: Shape):
+        super().__init__()
+        from mambapy.mamba import Mamba, MambaConfig
+
+        self.config = MambaConfig(d_model=shape.d_model, n_layers=shape.layers)
+        self.net = Mamba(self.config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+    def init_state(self, batch_size: int) -> list:
+        w = self.net.layers[0].mixer.in_proj.weight
+        conv = w.new_zeros(batch_size, self.config.d_inner, self.config.d_conv - 1)
+        return [(None, conv.clone()) for _ in self.net.layers]  # (h, last inputs) per layer
+
+    def step(self, state: list, x_t: torch.Tensor):
+        return self.net.step(x_t, state)
+
+
+@peer("manual-attention", "transformer", "seqarena manual attention")
+def manual_attention(shape: Shape) -> nn.Module:
+    """Our transformer with the textbook attention that materialises the L x L weights."""
+    from seqarena.models import build_model
+
+    return build_model("transformer", strict=False, d_model=shape.d_model, layers=shape.layers,
+                       heads=shape.heads, d_ff=shape.d_ff, causal=shape.causal,
+                       norm_first=shape.norm_first, activation=shape.activation, impl="manual")

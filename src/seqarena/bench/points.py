@@ -1,0 +1,283 @@
+"""One sweep point: a backbone, a mode and a shape, measured.
+
+Modes:
+- train: forward, backward and an AdamW step, tokens/s over B * L tokens;
+- forward: the forward half of a training step (autograd records the graph);
+- prefill: the forward over a prompt of L tokens in inference mode, as before decoding starts;
+- decode: the latency of one step() at position p, the state holding p - 1 tokens: a KV cache
+  that grows with p, or a recurrent state that does not.
+
+An encoder-decoder (seq2seq) backbone runs with source = target = the same L tokens; its prefill
+encodes the source and builds the decoding state; decoding at position p follows a source of p
+tokens, so every row at length L describes the same amount of context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqarena.bench.flops import BACKWARD_FACTOR, counted_flops, total_flops, uncounted_flops
+from seqarena.bench.timer import Timing, num_threads, time_call, time_steps
+from seqarena.errors import UserError
+from seqarena.memory import PeakMemory
+from seqarena.models import StepNotSupported
+
+# B batch, L length, D model width, P decode position
+
+MODES = ("train", "forward", "prefill", "decode")
+THROUGHPUT_MODES = ("train", "forward", "prefill")
+
+# fast path -> the reference it must match before it is timed
+REFERENCE_IMPL = {"fused": "scratch", "scan": "sequential", "sdpa": "manual"}
+
+# max |fast - reference| allowed, relative to 1 + max |reference|, by the dtype being timed
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+
+
+class NoStep(Exception):
+    """The backbone cannot decode step by step (not causal, or no step())."""
+
+
+class Workload:
+    """How the bench drives one backbone, decoder-only or encoder-decoder, through every mode."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.seq2seq = bool(getattr(module, "seq2seq", False))
+        self.causal = bool(getattr(module, "causal", False))
+        self.encoder = getattr(module, "encoder", None) if self.seq2seq else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); an encoder-decoder reads x as both source and target."""
+        return self.module(x, x) if self.seq2seq else self.module(x)
+
+    def prefill(self, x: torch.Tensor) -> Any:
+        """All the work done on a prompt (B, L, D) before the first decoded token."""
+        if self.seq2seq:
+            return self.module.init_state(x.shape[0], self.module.encode(x))
+        return self.module(x)
+
+    def start(self, x_src: torch.Tensor) -> Any:
+        """The state before the first decoded token; x_src (B, S, D) is the source, if any."""
+        if not self.causal:
+            raise NoStep(f"{type(self.module).__name__} is not causal: every output reads the "
+                         "future, so it cannot decode token by token")
+        try:
+            if self.seq2seq:
+                return self.module.init_state(x_src.shape[0], self.module.encode(x_src))
+            return self.module.init_state(x_src.shape[0])
+        except (StepNotSupported, NotImplementedError, AttributeError, UserError) as e:
+            raise NoStep(str(e) or f"{type(self.module).__name__} has no step()") from None
+
+    def step(self, state: Any, x_t: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        try:
+            return self.module.step(state, x_t)
+        except (StepNotSupported, NotImplementedError, UserError) as e:
+            raise NoStep(str(e) or f"{type(self.module).__name__} has no step()") from None
+
+    def stepwise(self, x: torch.Tensor) -> torch.Tensor:
+        """forward(x) recomputed one token at a time through step(): (B, L, D)."""
+        state, outputs = self.start(x), []
+        for t in range(x.shape[1]):
+            y_t, state = self.step(state, x[:, t])
+            outputs.append(y_t)
+        return torch.stack(outputs, dim=1)
+
+    def flops(self, run, batch: int, seq_len: int, mode: str) -> float | None:
+        """FLOPs of run() in `mode`: a forward over (B, L), plus its backward for train; an
+        encoder-decoder's prefill runs only its encoder."""
+        in_full = getattr(self.module, "forward_flops", None)
+        scale = 1.0 + BACKWARD_FACTOR if mode == "train" else 1.0
+        if in_full is not None:  # a peer whose fused path the counter cannot see at all
+            return scale * in_full(batch, seq_len)
+        part = self.encoder if self.seq2seq and mode == "prefill" else self.module
+        uncounted = None if part is None else uncounted_flops(part, batch, seq_len)
+        counted = counted_flops(run)
+        return total_flops(counted, None if uncounted is None else scale * uncounted)
+
+    def step_uncounted(self, batch: int, position: int) -> float | None:
+        """Hidden FLOPs of the step at `position`: a `position`-token forward's share per token.
+
+        Linear in L for recurrences (each token costs the same) and exact for attention, whose
+        full-square count 4 B L^2 D gives the 4 B L D a token spends on L keys. An
+        encoder-decoder's encoder is left out: it ran once, before decoding.
+        """
+        hidden = uncounted_flops(self.module, batch, position)
+        if hidden is None:
+            return None
+        if self.seq2seq:
+            encoded = None if self.encoder is None else uncounted_flops(self.encoder, batch, position)
+            if encoded is None:
+                return None
+            hidden -= encoded
+        return hidden / position
+
+
+@dataclass
+class Measured:
+    """What one point measured, before it becomes a BenchResult."""
+
+    timing: Timing
+    tokens: int  # tokens per timed call: B * L, or B for one decode step
+    flops: float | None
+    peak_mem_bytes: int | None
+    extra: dict[str, Any]
+
+
+def make_input(batch: int, length: int, d_model: int, device: torch.device, dtype: torch.dtype,
+               seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, length, d_model, generator=generator).to(device, dtype)
+
+
+def _train_step(workload: Workload, x: torch.Tensor):
+    params = [p for p in workload.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        workload.forward(x).float().square().mean().backward()
+        optimizer.step()
+
+    return step
+
+
+def measure_throughput(workload: Workload, mode: str, x: torch.Tensor, threads: int,
+                       min_run_time: float, flops_cache: dict | None = None) -> Measured:
+    """Time a train step, a training forward or a prefill over x (B, L, D).
+
+    The warm-up call is the one whose memory is sampled and whose FLOPs are counted: both slow
+    it down, and neither belongs in the timed calls that follow.
+    """
+    device, (batch, seq_len, _) = x.device, x.shape
+    workload.module.train(mode != "prefill")
+    if mode == "train":
+        fn = _train_step(workload, x)
+    elif mode == "forward":
+        def fn():
+            workload.forward(x)
+    elif mode == "prefill":
+        def fn():
+            with torch.inference_mode():
+                workload.prefill(x)
+    else:
+        raise ValueError(f"unknown throughput mode {mode!r}")
+    key = (mode, batch, seq_len)
+    with num_threads(threads), PeakMemory(device) as memory:
+        if flops_cache is not None and key in flops_cache:
+            fn()
+        else:
+            flops = workload.flops(fn, batch, seq_len, mode)
+            if flops_cache is not None:
+                flops_cache[key] = flops
+    flops = flops_cache[key] if flops_cache is not None else flops
+    timing = time_call(fn, device, threads, min_run_time=min_run_time, warmup=0)
+    if mode == "train":
+        workload.module.zero_grad(set_to_none=True)
+    return Measured(timing, batch * seq_len, flops, memory.peak_bytes,
+                    {"iqr_s": timing.iqr_s, "runs": timing.runs})
+
+
+def measure_decode(workload: Workload, position: int, batch: int, d_model: int,
+                   device: torch.device, dtype: torch.dtype, threads: int,
+                   window: int = 16) -> Measured:
+    """Latency of the step at `position`: the median over the `window` steps ending there.
+
+    Positions shorter than the window are decoded again from a fresh state until the window
+    is full, so position 1 is a median too. The state is never copied: a KV cache is written in
+    place, so the only honest way to a position is to decode up to it.
+    """
+    workload.module.eval()
+    x_t = make_input(batch, 1, d_model, device, dtype, seed=1)[:, 0]  # (B, D)
+    # an encoder-decoder decodes after a source of `position` tokens; the others need only B
+    source = make_input(batch, position if workload.seq2seq else 1, d_model, device, dtype, seed=2)
+    first = max(1, position - window + 1)  # the window's first position
+    samples: list[float] = []
+    held: list[Any] = [None]  # the state being decoded, replaced by every step
+
+    def one_step():
+        held[0] = workload.step(held[0], x_t)[1]
+
+    with num_threads(threads), torch.inference_mode():
+        held[0] = workload.start(source)
+        for _ in range(min(position, 2)):  # first-call allocations and kernel choice
+            one_step()
+        while len(samples) < window:
+            held[0] = workload.start(source)
+            for _ in range(first - 1):
+                one_step()
+            samples += time_steps(one_step, position - first + 1, device)
+        state_bytes = tensor_bytes(held[0])
+        with PeakMemory(device) as memory:
+            one_step()
+        counted = counted_flops(one_step)
+    timing = Timing.of(samples)
+    return Measured(timing, batch, total_flops(counted, workload.step_uncounted(batch, position)),
+                    memory.peak_bytes,
+                    {"position": position, "state_bytes": state_bytes, "iqr_s": timing.iqr_s,
+                     "runs": timing.runs})
+
+
+def tensor_bytes(state: Any) -> int:
+    """Bytes of every tensor a decoding state holds (buffers counted at capacity, once each)."""
+    seen: set[int] = set()
+
+    def visit(obj: Any) -> int:
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            if storage.data_ptr() in seen:
+                return 0
+            seen.add(storage.data_ptr())
+            return storage.nbytes()
+        if isinstance(obj, (list, tuple)):
+            return sum(visit(o) for o in obj)
+        if isinstance(obj, dict):
+            return sum(visit(o) for o in obj.values())
+        if hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, type)):
+            return sum(visit(o) for o in vars(obj).values())
+        return 0
+
+    return visit(state)
+
+
+def check_paths(workload: Workload, reference: Workload | None, d_model: int,
+                device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why this backbone must not be timed, or None: its fast path must match the reference
+    with the same weights, and step-by-step decoding must match the parallel forward."""
+    x = make_input(2, 8, d_model, device, dtype, seed=3)
+    tolerance = TOLERANCE.get(dtype, 1e-2)
+    was_training = workload.module.training
+    workload.module.eval()
+    try:
+        with torch.no_grad():
+            y = workload.forward(x).float()  # (2, 8, D)
+            if reference is not None:
+                reference.module.load_state_dict(workload.module.state_dict())
+                reference.module.to(device, torch.float32).eval()
+                expected = reference.forward(x.float())
+                error = _relative_error(y, expected)
+                if not error <= tolerance:
+                    return (f"its output differs from the reference path by {error:.3g} "
+                            f"(tolerance {tolerance:g})")
+            try:
+                stepped = workload.stepwise(x).float()
+            except NoStep:
+                return None
+            error = _relative_error(stepped, y)
+            if not error <= tolerance:
+                return (f"step-by-step decoding differs from its forward by {error:.3g} "
+                        f"(tolerance {tolerance:g})")
+    finally:
+        workload.module.train(was_training)
+    return None
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / (1 + max |b|); NaN anywhere counts as infinitely wrong."""
+    error = (a - b).abs().max().item() / (1.0 + b.abs().max().item())
+    return math.inf if math.isnan(error) else error

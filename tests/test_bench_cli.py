@@ -1,0 +1,75 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from seqarena.cli import main
+
+ISSUE_RESULT_KEYS = {"model", "impl", "mode", "seq_len", "batch", "d_model", "layers", "threads",
+                     "device", "dtype", "tokens_per_s", "latency_s", "flops", "mfu",
+                     "peak_mem_bytes", "status"}
+TINY = ["--seq-lens", "8,16", "--batch-size", "2", "--d-model", "8", "--threads", "1",
+        "--min-run-time", "0.001"]
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *args])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--models", "lstmm"], ["unknown model", "lstm"]),
+    (["--models", "lstm", "--peers", "torch-lsmt"], ["unknown peer", "torch-lstm"]),
+    (["--models", "lstm", "--seq-lens", "0"], ["--seq-lens", "positive"]),
+    (["--models", "lstm", "--seq-lens", "-8,16"], ["--seq-lens", "positive"]),
+    (["--models", "lstm", "--seq-lens", "many"], ["--seq-lens", "int"]),
+    (["--models", "lstm", "--modes", "sprint"], ["unknown mode", "decode"]),
+    (["--models", "lstm", "--dtype", "float8"], ["unknown dtype", "bfloat16"]),
+])
+def test_bad_input_is_one_line_and_status_2(capsys, tmp_path, args, words):
+    code, out, err = run_cli(capsys, *args, "--out", str(tmp_path / "never"))
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line_and_status_2(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--models", "lstm", "--device", "cuda", "--out", str(tmp_path))
+    assert code == 2 and err.strip().count("\n") == 0 and "cpu" in err
+
+
+def test_json_and_csv_carry_every_key_the_issue_names(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "--models", "lstm,transformer", *TINY, "--json",
+                           "--out", str(tmp_path))
+    assert code == 0
+    doc = json.loads(out)
+    assert doc == json.loads((tmp_path / "bench.json").read_text())
+    assert doc["schema_version"] >= 1 and doc["kind"] == "bench"
+    assert {"cpu", "cores", "threads", "gpu", "torch"} <= set(doc["machine"])
+    assert doc["peak_flops"]["cpu/float32/1t"] > 0
+    assert {r["mode"] for r in doc["results"]} == {"train", "forward", "prefill", "decode"}
+    for r in doc["results"]:
+        assert ISSUE_RESULT_KEYS <= set(r)
+        assert r["status"] == "ok" and r["impl"] == "seqarena"
+    assert any(line.startswith("train: ") for line in doc["crossovers"])
+    with open(tmp_path / "bench.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(doc["results"]) and ISSUE_RESULT_KEYS <= set(rows[0])
+
+
+def test_a_missing_peer_package_is_a_note_not_a_failure(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mambapy" else real_find_spec(name, *a))
+    code, out, _ = run_cli(capsys, "--models", "mingru", "--peers", "mambapy,torch-gru", *TINY,
+                           "--modes", "prefill", "--out", str(tmp_path))
+    assert code == 0
+    assert "mambapy package, not installed" in out and "torch.nn.GRU" in out
