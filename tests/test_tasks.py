@@ -15,6 +15,7 @@ from seqarena.cli import cli
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks import TASKS, Batch, make_task
 from seqarena.tasks.base import pool
+from seqarena.tasks.forecast import ForecastConfig
 
 ALL_TASKS = ["copy", "adding", "selective-copy", "mqar", "listops", "seed-demo-classify",
              "seed-demo-regress", "text-lm", "digits-seq", "forecast", "dates"]
@@ -73,6 +74,7 @@ def test_make_task_rejects_an_unknown_parameter_naming_the_known_ones():
 
 def test_config_reads_numbers_given_as_strings_and_rejects_other_types():
     assert make_task("copy", seq_len="40", delay="20").config.delay == 20
+    assert ForecastConfig(csv="sales.csv", column=2020).column == "2020"  # a column named 2020
     with pytest.raises(ConfigError, match="CopyConfig.delay must be int"):
         make_task("copy", delay="soon")
     with pytest.raises(ConfigError, match="must be positive"):

@@ -73,7 +73,8 @@ class TaskConfig:
         self.validate()
 
     def _coerce(self) -> None:
-        """Accept numbers given as strings (from a command line or a TOML file of strings)."""
+        """Accept values typed loosely on a command line: "8" for 8, and 2020 for "2020" (a CSV
+        column so named)."""
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             kind, value = hints[f.name], getattr(self, f.name)
@@ -84,6 +85,8 @@ class TaskConfig:
                     value = int(value)
                 elif kind is float and type(value) in (str, int):
                     value = float(value)
+                elif kind is str and type(value) in (int, float):
+                    value = str(value)
             except (KeyError, ValueError):
                 raise ConfigError(f"{type(self).__name__}.{f.name} must be {kind.__name__}, "
                                   f"got {value!r}") from None
