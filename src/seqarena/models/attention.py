@@ -82,6 +82,7 @@ class MultiHeadAttention(nn.Module):
                 key_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         """x (B, L, D) attends to itself, or to memory (B, S, D); key_mask (B, S) -> (B, L, D)."""
         D = self.d_model
+        # Q = X W_q, K = M W_k, V = M W_v, with M = X for self-attention
         if memory is None:
             q, k, v = self.in_proj(x).split(D, dim=2)  # 3 x (B, L, D)
         else:
@@ -115,7 +116,7 @@ class MultiHeadAttention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 key_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        """softmax(q k^T / sqrt(Dh)) v per head, then W_o over the concatenated heads."""
+        """head_i = softmax(Q_i K_i^T / sqrt(d_k)) V_i; MultiHead = Concat(head_1..head_H) W_o."""
         B, H, L, Dh = q.shape
         S = k.size(2)
         fused = self.impl == "sdpa" and self.recorded is None
@@ -133,8 +134,9 @@ class MultiHeadAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                is_causal=is_causal)  # (B, H, L, Dh)
         else:
-            # Dividing by sqrt(Dh): with unit-variance q and k a dot product of Dh terms has
-            # variance Dh, which would push softmax into saturation where its gradients vanish.
+            # Dividing by sqrt(d_k), d_k = Dh: with unit-variance q and k a dot product of Dh
+            # terms has variance Dh, which would push softmax into saturation where its
+            # gradients vanish; the scaling keeps the scores' variance at 1 for any head width.
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))  # (B, H, L, S)
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
@@ -144,8 +146,9 @@ class MultiHeadAttention(nn.Module):
                 att = att.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
             if self.recorded is not None:
                 self.recorded.append(att.detach())
-            y = F.dropout(att, dropout, self.training) @ v  # (B, H, L, Dh)
-        y = y.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, D): heads side by side
+            y = F.dropout(att, dropout, self.training) @ v  # (B, H, L, Dh): each head's context
+        # SDPA lays its output out as (B, L, H, Dh) already, so for it this reshape copies nothing
+        y = y.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, D): Concat(heads)
         return self.out_proj(y)
 
     def uncounted_flops(self, batch: int, q_len: int, k_len: int) -> float:
