@@ -267,3 +267,12 @@ def test_csv_has_a_column_for_every_field_and_extra_key():
     header, row = csv_text([r]).splitlines()
     assert header.split(",")[-2:] == ["position", "state_bytes"]
     assert row.startswith("lstm,seqarena,decode,4,")
+
+
+@pytest.mark.parametrize("name", ["torch-transformer", "x-transformers"])
+def test_attention_peers_count_the_same_flops_as_our_transformer(name):
+    B, L, D = 2, 12, 16
+    shape = Shape.like_ours(D, 1, causal=False)
+    ours = build_model("transformer", d_model=D, layers=1, causal=False, positions="none")
+    assert workload_flops(PEERS.get(name).build(shape), "forward", B, L, D) == \
+        pytest.approx(workload_flops(ours, "forward", B, L, D))

@@ -61,7 +61,7 @@ def bench(config: SweepConfig, out: str | Path | None = None,
         "crossovers": crossovers(report.results),
         "thread_scaling": thread_scaling(report.results),
         "device_speedup": device_speedup(report.results),
-        "peak_source": report.peak_source,
+        "peak_paths": report.peak_paths,
         "notes": report.notes,
         "sweep": dataclasses.asdict(config),
         "wall_s": time.perf_counter() - started,
@@ -75,10 +75,16 @@ def render(run: BenchRun) -> str:
     """The terminal view: the table, peaks, crossovers, speed-ups, notes and where files went."""
     doc = run.doc
     lines = [format_results(run.results), ""]
-    lines += ["machine peak (best large matmul): " + ", ".join(
-        f"{key} {flops / 1e9:.1f} GFLOP/s ({doc['peak_source'].get(key, '')})"
-        for key, flops in doc["peak_flops"].items())]
-    sections = [("crossovers", doc["crossovers"]),
+    lines += ["machine peak (best large matmul), MFU's denominator:"]
+    lines += [f"  {key} {flops / 1e9:.1f} GFLOP/s (" + ", ".join(
+        f"{path} {f / 1e9:.1f}" for path, f in doc["peak_paths"].get(key, {}).items()) + ")"
+        for key, flops in doc["peak_flops"].items()]
+    crossing = [line for line in doc["crossovers"] if " overtakes " in line]
+    steady = len(doc["crossovers"]) - len(crossing)
+    if steady:
+        crossing.append(f"{steady} other pairs: the same one faster at every length measured "
+                        f"(each in bench.json)")
+    sections = [("crossovers", crossing),
                 ("thread scaling", speedup_lines(doc["thread_scaling"], "threads")),
                 ("GPU over CPU", speedup_lines(doc["device_speedup"], "GPU/CPU")),
                 ("notes", doc["notes"])]

@@ -34,11 +34,11 @@ def matmul_paths(a: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], obj
     return paths
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, threads: int,
-                min_run_time: float = 1.0, sizes: tuple[int, ...] | None = None
-                ) -> tuple[float, str]:
-    """FLOP/s of the fastest n x n by n x n matmul (2 n^3 FLOPs), and which path and n gave it."""
-    best, source = 0.0, ""
+def matmul_peaks(device: torch.device, dtype: torch.dtype, threads: int,
+                 min_run_time: float = 1.0, sizes: tuple[int, ...] | None = None
+                 ) -> dict[str, float]:
+    """Best FLOP/s of each path's n x n by n x n matmul (2 n^3 FLOPs) over the given sizes."""
+    peaks: dict[str, float] = {}
     generator = torch.Generator(device=device).manual_seed(0)
     sizes = sizes or peak_sizes(device)
     for n in sizes:
@@ -49,9 +49,16 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, threads: int,
                 timing = time_call(fn, device, threads, min_run_time=min_run_time / len(sizes))
             except RuntimeError:  # this library has no kernel for this dtype
                 continue
-            if 2.0 * n ** 3 / timing.best_s > best:
-                best, source = 2.0 * n ** 3 / timing.best_s, f"{name} n={n}"
-    return best, source
+            peaks[name] = max(peaks.get(name, 0.0), 2.0 * n ** 3 / timing.best_s)
+    return peaks
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, threads: int,
+                min_run_time: float = 1.0, sizes: tuple[int, ...] | None = None
+                ) -> tuple[float, dict[str, float]]:
+    """The machine's peak FLOP/s (the best path), and every path's best."""
+    peaks = matmul_peaks(device, dtype, threads, min_run_time, sizes)
+    return max(peaks.values()), peaks
 
 
 def peak_key(device: str, dtype: str, threads: int) -> str:

@@ -12,12 +12,15 @@ All We Needed?"; mambapy (alxndrTL) `Mamba`, after Gu & Dao 2023, "Mamba".
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from seqarena.bench.flops import rnn_matmul_flops
 from seqarena.errors import UserError
@@ -80,12 +83,19 @@ def attention_flops(batch: int, seq_len: int, d_model: int) -> float:
     return 4.0 * batch * seq_len * seq_len * d_model
 
 
-def sdpa_hidden(module: nn.Module) -> bool:
-    """Whether FlopCounterMode misses the SDPA kernel on this module's device and dtype."""
-    from seqarena.models.attention import sdpa_is_counted
+@functools.lru_cache(maxsize=None)
+def _sdpa_counted(device_type: str, dtype: torch.dtype) -> bool:
+    q = torch.zeros(1, 1, 4, 8, device=device_type, dtype=dtype)
+    with FlopCounterMode(display=False) as counter:
+        F.scaled_dot_product_attention(q, q, q, is_causal=True)
+    return counter.get_total_flops() > 0
 
+
+def sdpa_hidden(module: nn.Module) -> bool:
+    """Whether FlopCounterMode misses the SDPA kernel on this module's device and dtype (torch
+    2.13 has formulas for the CUDA kernels, none for the CPU flash kernel)."""
     p = next(module.parameters())
-    return not sdpa_is_counted(p.device.type, p.dtype)
+    return not _sdpa_counted(p.device.type, p.dtype)
 
 
 # --- torch.nn -------------------------------------------------------------------------------------
@@ -156,8 +166,6 @@ class TorchRNN(nn.Module):
 
     def uncounted_flops(self, batch: int, seq_len: int) -> float:
         """The kernel's matmuls less what the counter sees of them on this device and dtype."""
-        from torch.utils.flop_counter import FlopCounterMode
-
         x = self.rnn.weight_hh_l0.new_zeros(1, 1, self.rnn.input_size)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             self.rnn(x)
@@ -208,7 +216,8 @@ class XTransformers(nn.Module):
 
 @peer("mingru-pytorch", "mingru", "minGRU-pytorch", package="minGRU_pytorch")
 class MinGRUPytorch(nn.Module):
-    """K minGRU-pytorch `minGRU(D)` layers, one after the other."""
+    """minGRU-pytorch's `minGRU` cell in our mingru's block: x + minGRU(LayerNorm(x)) per layer,
+    with its output projection on (as ours has), and a final LayerNorm. Only the cell differs."""
 
     causal = True
 
@@ -216,22 +225,26 @@ class MinGRUPytorch(nn.Module):
         super().__init__()
         from minGRU_pytorch import minGRU
 
-        self.layers = nn.ModuleList(minGRU(shape.d_model) for _ in range(shape.layers))
+        D = shape.d_model
+        self.norms = nn.ModuleList(nn.LayerNorm(D) for _ in range(shape.layers))
+        self.cells = nn.ModuleList(minGRU(D, proj_out=True) for _ in range(shape.layers))
+        self.norm = nn.LayerNorm(D)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        for norm, cell in zip(self.norms, self.cells):
+            x = x + cell(norm(x))
+        return self.norm(x)
 
     def init_state(self, batch_size: int) -> list:
-        return [None] * len(self.layers)  # minGRU starts from h_0 = 0 when given no state
+        return [None] * len(self.cells)  # minGRU starts from h_0 = 0 when given no state
 
     def step(self, state: list, x_t: torch.Tensor):
         x, new = x_t[:, None], []  # (B, 1, D)
-        for layer, h in zip(self.layers, state):
-            x, h = layer(x, prev_hidden=h, return_next_prev_hidden=True)
+        for norm, cell, h in zip(self.norms, self.cells, state):
+            y, h = cell(norm(x), prev_hidden=h, return_next_prev_hidden=True)
+            x = x + y
             new.append(h)
-        return x[:, 0], new
+        return self.norm(x)[:, 0], new
 
 
 @peer("mambapy", "mamba", "mambapy", package="mambapy")

@@ -180,7 +180,7 @@ class SweepReport:
 
     results: list[BenchResult] = field(default_factory=list)
     peak_flops: dict[str, float] = field(default_factory=dict)
-    peak_source: dict[str, str] = field(default_factory=dict)  # which matmul gave each peak
+    peak_paths: dict[str, dict[str, float]] = field(default_factory=dict)  # each library's best
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -222,10 +222,10 @@ class Sweep:
     def peak(self, device: str, dtype: str, threads: int) -> float:
         key = peak_key(device, dtype, threads)
         if key not in self.report.peak_flops:
-            flops, source = matmul_peak(torch.device(device), DTYPES[dtype], threads,
-                                        self.config.peak_min_run_time_s,
-                                        self.config.peak_sizes or None)
-            self.report.peak_flops[key], self.report.peak_source[key] = flops, source
+            flops, paths = matmul_peak(torch.device(device), DTYPES[dtype], threads,
+                                       self.config.peak_min_run_time_s,
+                                       self.config.peak_sizes or None)
+            self.report.peak_flops[key], self.report.peak_paths[key] = flops, paths
         return self.report.peak_flops[key]
 
     def run_entry(self, entry: Entry, device_name: str, dtype_name: str, d_model: int,
@@ -240,7 +240,10 @@ class Sweep:
             return
         workload = Workload(module)
         reference = Workload(entry.reference(d_model, layers)) if entry.reference else None
-        refusal = check_paths(workload, reference, d_model, device, dtype)
+        try:
+            refusal = check_paths(workload, reference, d_model, device, dtype)
+        except Exception as e:  # noqa: BLE001  a backbone that cannot run here is recorded
+            refusal = f"its check failed to run: {type(e).__name__}: {_first_line(e)}"
         if refusal:
             self.report.note(f"{entry.model} ({entry.impl}) on {device_name} {dtype_name} not "
                              f"timed: {refusal}")
@@ -295,7 +298,7 @@ class Sweep:
             result.status, result.extra = "unsupported", {"error": str(e)}
         except Exception as e:  # noqa: BLE001  a sweep records a failing point and goes on
             result.status = "oom" if is_oom(e) else "error"
-            result.extra = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            result.extra = {"error": f"{type(e).__name__}: {_first_line(e)}"}
             if result.status == "error":
                 self.report.note(f"{result.model} ({result.impl}) {result.mode} at L="
                                  f"{result.seq_len} failed: {result.extra['error']}")
@@ -311,6 +314,10 @@ class Sweep:
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0]
 
 
 def run_sweep(config: SweepConfig,

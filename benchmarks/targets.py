@@ -1,0 +1,234 @@
+"""The performance targets of seqarena, measured as ratios in one run on this machine.
+
+Training step (forward, backward, AdamW), B=16, D=128, one layer, float32, every core:
+- our transformer layer >= 1.0x torch.nn.TransformerEncoderLayer (same configuration) at L=1024,
+  and >= 1.3x x-transformers Encoder(depth=1); both non-causal, so ours runs with causal=False;
+- our mingru >= 1.2x minGRU-pytorch at L=4096, and >= 20x our own sequential mingru;
+- our lstm and gru >= 0.95x a bare torch.nn.LSTM / GRU (L=1024);
+- MFU against the measured matmul peak: lstm >= 40 % at L=1024, transformer >= 50 % at L=256;
+- decode: a recurrent model's per-token latency at position 4096 within 1.2x of position 64;
+  the transformer's growth (KV cache) measured and reported.
+
+Every contender is timed once per round and rounds alternate, so a slow spell of a shared machine
+falls on all of them; each figure is the median over rounds. With --profile, each missed target
+is explained by torch.profiler's top operators for both sides.
+
+    python benchmarks/targets.py [--rounds 3] [--min-run-time 0.5] [--profile] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from seqarena.bench.peak import matmul_peak, peak_key
+from seqarena.bench.peers import PEERS, Shape
+from seqarena.bench.points import Workload, check_paths, make_input, measure_decode, measure_throughput
+from seqarena.bench.sweep import all_cores
+from seqarena.models import build_model
+from seqarena.results import BenchResult, machine_info, machine_label, write_results
+from seqarena.table import format_table
+
+B, D, LAYERS = 16, 128, 1
+CPU = torch.device("cpu")
+
+
+@dataclass
+class Contender:
+    name: str
+    impl: str  # "seqarena" or the peer's name, as results files say
+    make: Callable[[], nn.Module]
+    reference: Callable[[], nn.Module] | None = None  # ours: the path it must match first
+
+
+def ours(name: str, reference_impl: str | None = None, **fields) -> Contender:
+    label = name + "".join(f" {k}={v}" for k, v in fields.items())
+    reference = None
+    if reference_impl:
+        def reference():
+            return build_model(name, d_model=D, layers=LAYERS, **{**fields, "impl": reference_impl})
+    return Contender(label, "seqarena", lambda: build_model(name, d_model=D, layers=LAYERS, **fields),
+                     reference)
+
+
+def peer(name: str, **transformer_fields) -> Contender:
+    p = PEERS.get(name)
+    return Contender(p.impl, p.impl, lambda: p.build(Shape.like_ours(D, LAYERS, **transformer_fields)))
+
+
+CONTENDERS = {
+    "transformer-enc": ours("transformer", "manual", causal=False),
+    "torch-encoder-layer": peer("torch-transformer", causal=False),
+    "x-transformers": peer("x-transformers", causal=False),
+    "transformer": ours("transformer", "manual"),
+    "lstm": ours("lstm", "scratch"),
+    "torch-lstm": peer("torch-lstm"),
+    "gru": ours("gru", "scratch"),
+    "torch-gru": peer("torch-gru"),
+    "mingru": ours("mingru", "sequential"),
+    "mingru-pytorch": peer("mingru-pytorch"),
+    "mingru-sequential": ours("mingru", impl="sequential"),
+}
+TRAIN_POINTS = [("transformer-enc", 1024), ("torch-encoder-layer", 1024), ("x-transformers", 1024),
+                ("transformer", 256), ("lstm", 1024), ("torch-lstm", 1024), ("gru", 1024),
+                ("torch-gru", 1024), ("mingru", 4096), ("mingru-pytorch", 4096),
+                ("mingru-sequential", 4096)]
+DECODE_MODELS = ["lstm", "gru", "mingru", "transformer"]
+DECODE_POSITIONS = (64, 4096)
+
+
+def build(key: str) -> Workload:
+    """The contender's backbone, refused if its fast path disagrees with its reference."""
+    c = CONTENDERS[key]
+    workload = Workload(c.make())
+    reference = Workload(c.reference()) if c.reference else None
+    refusal = check_paths(workload, reference, D, CPU, torch.float32)
+    if refusal:
+        sys.exit(f"targets: {c.name} is not timed: {refusal}")
+    return workload
+
+
+def measure(rounds: int, min_run_time: float, threads: int):
+    """Median seconds per training step and per decode step, over alternating rounds."""
+    workloads = {key: build(key) for key, _ in TRAIN_POINTS}
+    inputs = {L: make_input(B, L, D, CPU, torch.float32) for L in {L for _, L in TRAIN_POINTS}}
+    train = {point: [] for point in TRAIN_POINTS}
+    flops = {}
+    decode = {(m, p): [] for m in DECODE_MODELS for p in DECODE_POSITIONS}
+    for r in range(rounds):
+        for key, L in TRAIN_POINTS:
+            m = measure_throughput(workloads[key], "train", inputs[L], threads, min_run_time)
+            flops[(key, L)] = m.flops
+            train[(key, L)].append(m.timing.median_s)
+            print(f"  round {r + 1}: {key} L={L} {m.timing.median_s * 1e3:.1f} ms", file=sys.stderr)
+        for name in DECODE_MODELS:
+            for p in DECODE_POSITIONS:
+                m = measure_decode(workloads[name], p, B, D, CPU, torch.float32, threads, window=32)
+                decode[(name, p)].append(m.timing.median_s)
+    return ({k: statistics.median(v) for k, v in train.items()}, flops,
+            {k: statistics.median(v) for k, v in decode.items()}, train, decode)
+
+
+def targets(train, flops, decode, peak):
+    """(target, measured, goal, met) rows."""
+    def speedup(a, b):
+        return train[b] / train[a]  # same L and B: a time ratio is a tokens/s ratio
+
+    def mfu(point):
+        return flops[point] / train[point] / peak
+
+    rows = [
+        ("transformer vs torch.nn.TransformerEncoderLayer, L=1024",
+         speedup(("transformer-enc", 1024), ("torch-encoder-layer", 1024)), 1.0, "x"),
+        ("transformer vs x-transformers Encoder(depth=1), L=1024",
+         speedup(("transformer-enc", 1024), ("x-transformers", 1024)), 1.3, "x"),
+        ("mingru vs minGRU-pytorch, L=4096",
+         speedup(("mingru", 4096), ("mingru-pytorch", 4096)), 1.2, "x"),
+        ("mingru vs our sequential mingru, L=4096",
+         speedup(("mingru", 4096), ("mingru-sequential", 4096)), 20.0, "x"),
+        ("lstm vs torch.nn.LSTM, L=1024", speedup(("lstm", 1024), ("torch-lstm", 1024)), 0.95, "x"),
+        ("gru vs torch.nn.GRU, L=1024", speedup(("gru", 1024), ("torch-gru", 1024)), 0.95, "x"),
+        ("lstm MFU, L=1024", 100 * mfu(("lstm", 1024)), 40.0, "%"),
+        ("transformer MFU, L=256", 100 * mfu(("transformer", 256)), 50.0, "%"),
+    ]
+    out = [{"target": t, "measured": f"{v:.2f}{unit}", "goal": f">= {g:g}{unit}", "met": v >= g,
+            "value": v} for t, v, g, unit in rows]
+    for name in DECODE_MODELS:
+        growth = decode[(name, 4096)] / decode[(name, 64)]
+        recurrent = name != "transformer"
+        out.append({"target": f"{name} decode latency, position 4096 / position 64",
+                    "measured": f"{growth:.2f}x", "goal": "<= 1.2x" if recurrent else "(reported)",
+                    "met": growth <= 1.2 if recurrent else None, "value": growth})
+    return out
+
+
+def profile(keys_and_lengths, threads: int, steps: int = 3) -> None:
+    """torch.profiler's top operators by self CPU time for a few training steps of each."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from seqarena.bench.points import _train_step
+    from seqarena.bench.timer import num_threads
+
+    for key, L in keys_and_lengths:
+        workload = build(key)
+        step = _train_step(workload, make_input(B, L, D, CPU, torch.float32))
+        with num_threads(threads):
+            step()  # warm-up: optimizer state, kernel choice
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(steps):
+                    step()
+        print(f"\n--- profile: {CONTENDERS[key].name} (L={L}), {steps} training steps ---")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+MISSED_SIDES = {  # target -> the points to profile when it is missed
+    0: [("transformer-enc", 1024), ("torch-encoder-layer", 1024)],
+    1: [("transformer-enc", 1024), ("x-transformers", 1024)],
+    2: [("mingru", 4096), ("mingru-pytorch", 4096)],
+    3: [("mingru", 4096)],
+    4: [("lstm", 1024), ("torch-lstm", 1024)],
+    5: [("gru", 1024), ("torch-gru", 1024)],
+    6: [("lstm", 1024)],
+    7: [("transformer", 256)],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--min-run-time", type=float, default=0.5,
+                        help="timed seconds per contender per round (default 0.5)")
+    parser.add_argument("--threads", type=int, default=all_cores(), help="CPU threads (default: all)")
+    parser.add_argument("--profile", action="store_true", help="profile each missed target")
+    parser.add_argument("--out", help="write targets.json (the bench results schema) here")
+    args = parser.parse_args()
+
+    peak, paths = matmul_peak(CPU, torch.float32, args.threads)
+    train, flops, decode, train_rounds, decode_rounds = measure(args.rounds, args.min_run_time,
+                                                                args.threads)
+    rows = targets(train, flops, decode, peak)
+    machine = {**machine_info(), "threads": args.threads}
+    print(f"\n{machine_label(machine)}; B={B}, D={D}, {LAYERS} layer, float32, {args.rounds} rounds")
+    print("matmul peak: " + ", ".join(f"{path} {f / 1e9:.1f} GFLOP/s" for path, f in paths.items())
+          + " (MFU divides by the best)")
+    print(format_table([{**r, "met": {True: "yes", False: "MISSED", None: "-"}[r["met"]]}
+                        for r in rows], ["target", "measured", "goal", "met"]))
+    details = [{"contender": CONTENDERS[k].name, "L": L, "ms": 1e3 * t,
+                "spread_ms": 1e3 * (max(train_rounds[(k, L)]) - min(train_rounds[(k, L)])),
+                "tokens/s": round(B * L / t), "GFLOP/s": flops[(k, L)] / t / 1e9,
+                "MFU %": 100 * flops[(k, L)] / t / peak,
+                "MFU % of blas": 100 * flops[(k, L)] / t / paths["blas"]}
+               for (k, L), t in train.items()]
+    print("\n" + format_table(details, ["contender", "L", "ms", "spread_ms", "tokens/s", "GFLOP/s",
+                                        "MFU %", "MFU % of blas"]))
+    print("\n" + format_table([{"model": m, "position": p, "us/token": 1e6 * t}
+                               for (m, p), t in decode.items()], ["model", "position", "us/token"]))
+    if args.out:
+        results = [BenchResult(CONTENDERS[k].name, CONTENDERS[k].impl, "train", L, B, D, LAYERS,
+                               args.threads, "cpu", "float32", B * L / t, t, flops[(k, L)],
+                               flops[(k, L)] / t / peak, None,
+                               extra={"round_medians_s": train_rounds[(k, L)]})
+                   for (k, L), t in train.items()]
+        results += [BenchResult(m, "seqarena", "decode", p, B, D, LAYERS, args.threads, "cpu",
+                                "float32", B / t, t, None, None, None,
+                                extra={"position": p, "round_medians_s": decode_rounds[(m, p)]})
+                    for (m, p), t in decode.items()]
+        write_results(f"{args.out}/targets.json", "bench", results, machine=machine,
+                      peak_flops={peak_key("cpu", "float32", args.threads): peak},
+                      peak_paths={peak_key("cpu", "float32", args.threads): paths},
+                      targets=[{k: v for k, v in r.items()} for r in rows])
+    if args.profile:
+        missed = [i for i, r in enumerate(rows) if r["met"] is False and i in MISSED_SIDES]
+        for i in missed:
+            print(f"\n=== missed: {rows[i]['target']} ({rows[i]['measured']}, goal {rows[i]['goal']})")
+            profile(MISSED_SIDES[i], args.threads)
+
+
+if __name__ == "__main__":
+    main()
