@@ -421,3 +421,76 @@ def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device,
         echo_json(run.doc)
     else:
         click.echo(render(run))
+
+
+# --- report ---------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="The HTML file to write (default: report.html in the first PATH).")
+def report(paths, out):
+    """One self-contained HTML page from run, compare and bench directories and analyses.
+
+    Charts are also written as PNG and SVG beside it, in <name>_figures/.
+    """
+    from seqarena.report import write_report
+
+    path = write_report(list(paths), out, log=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {path}")
+
+
+# --- analyze --------------------------------------------------------------------------------
+
+@cli.group()
+def analyze():
+    """Look inside the models: gradient flow through time, attention maps, hidden states."""
+
+
+@analyze.command()
+@click.option("--models", default=",".join(("rnn", "lstm", "gru", "mingru", "transformer")),
+              show_default=True, help="Comma-separated model names.")
+@click.option("--task", default="adding", show_default=True,
+              help="A task with one output per sequence.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Sequence length L.")
+@click.option("--steps", type=int, default=200, show_default=True,
+              help="Training steps before the 'trained' measurement.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--d-model", type=int, default=32, show_default=True)
+@click.option("--layers", type=int, default=1, show_default=True)
+@click.option("--lr", type=float, default=1e-2, show_default=True)
+@click.option("--clip", type=float, default=1.0, show_default=True,
+              help="Gradient-norm threshold of the clipped run.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/gradients",
+              show_default=True, help="Directory for gradients.json and its charts.")
+def gradients(models, task, seq_len, steps, batch_size, d_model, layers, lr, clip, seed, threads,
+              out):
+    """‖d loss / d x_t‖ against distance from the output: vanishing and exploding gradients."""
+    from seqarena.analyze import GradientConfig, gradient_flow
+
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    cfg = GradientConfig(models=names, task=task, seq_len=seq_len, steps=steps,
+                         batch_size=batch_size, d_model=d_model, layers=layers, lr=lr, clip=clip,
+                         seed=seed, threads=threads)
+    path = gradient_flow(cfg, out, progress=lambda line: click.echo(f"  {line}", err=True))
+    click.echo(f"wrote {path} and its charts (seqarena report {out} shows them)")
+
+
+@analyze.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Directory for attention.json and its chart (default: RUN_DIR/analysis).")
+@click.option("--sample", type=int, default=0, show_default=True,
+              help="Which held-out example to look at.")
+@click.option("--max-positions", type=int, default=96, show_default=True,
+              help="Show at most this many positions (maps grow as L x L).")
+def attention(run_dir, out, sample, max_positions):
+    """Attention maps of a trained transformer per layer and head; for a recurrent model, h_t."""
+    from seqarena.analyze import attention_maps
+
+    if sample < 0 or max_positions <= 0:
+        raise UserError("--sample must be >= 0 and --max-positions positive")
+    path = attention_maps(run_dir, out, sample=sample, max_positions=max_positions)
+    click.echo(f"wrote {path} and its chart")

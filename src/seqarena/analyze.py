@@ -1,0 +1,281 @@
+"""Looking inside the models: gradient flow through time, attention maps, hidden-state paths.
+
+Gradient flow (Bengio, Simard & Frasconi 1994; Pascanu, Mikolov & Bengio 2013, "On the
+difficulty of training recurrent neural networks"): the loss reaches an input x_t that sits
+k positions before the output through a product of k Jacobians, so in an Elman RNN its gradient
+shrinks (or grows) geometrically with k. Gates (LSTM, GRU) and attention (a path of length one
+from every position) are the two answers; gradient clipping is the standard guard against the
+growing case. `gradient_flow` measures ‖∂loss/∂x_t‖ against k for each model at initialisation
+and after a short training, with and without clipping.
+
+Attention maps: the softmax weights of every layer and head of a trained transformer on one
+sample, recorded from the manual attention path (seqarena.models.attention.record_attention).
+For a recurrent model, the hidden state h_t on the same sample: the path of h_t through its first
+two principal components, and every unit over time.
+
+Both write a small JSON next to their chart; the report picks both up:
+
+    {"schema_version": 1, "kind": "gradients" | "attention", "machine": {...},
+     "command": [...], <settings>, "results" | "attention" | "hidden": [...]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqarena.errors import ConfigError, UserError
+from seqarena.fileio import atomic_write_json
+from seqarena.results import SCHEMA_VERSION, machine_info
+
+# B batch, L length, D model width, H heads, S key length
+
+GRADIENT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """What `seqarena analyze gradients` measures, and on what."""
+
+    models: tuple[str, ...] = GRADIENT_MODELS  # registered model names
+    task: str = "adding"  # a task with one output per sequence, read at the last position
+    seq_len: int = 128  # long enough for an Elman RNN's gradient to fade over it
+    steps: int = 200  # training steps before the "trained" measurement
+    batch_size: int = 32  # sequences per training step, and in the measured batch
+    d_model: int = 32  # width D; small, so the default run takes about a minute on 2 cores
+    layers: int = 1  # stacked layers
+    lr: float = 1e-2  # high enough that an unclipped RNN can blow up, which is the point
+    clip: float = 1.0  # the gradient-norm threshold of the clipped run
+    seed: int = 0  # weights, data and the measured batch
+    threads: int = 1  # CPU threads; models this small gain nothing from more, and lose on a busy CPU
+
+    def __post_init__(self):
+        for name in ("seq_len", "steps", "batch_size", "d_model", "layers", "threads"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.clip > 0):
+            raise ConfigError(f"lr and clip must be positive, got lr={self.lr}, clip={self.clip}")
+        if not self.models:
+            raise ConfigError("models: name at least one model")
+
+
+def input_gradient_norms(model: nn.Module, task, batch) -> np.ndarray:
+    """‖∂loss/∂x_t‖ per position t, averaged over the batch: (L,). x_t is the embedded input."""
+    captured = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["x"] = output
+
+    handle = model.embedding.register_forward_hook(keep)
+    try:
+        model.zero_grad(set_to_none=True)
+        # The task's loss is a batch mean; times B it is the per-example gradient's scale.
+        loss = task.loss(model(batch), batch) * len(batch)
+        loss.backward()
+    finally:
+        handle.remove()
+    grad = captured["x"].grad  # (B, L, D)
+    model.zero_grad(set_to_none=True)
+    return grad.norm(dim=-1).mean(dim=0).double().numpy()  # (L,)
+
+
+def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | None = None,
+                  progress=None) -> Path:
+    """Measure every model under each condition; write gradients.json and return its path."""
+    from seqarena.models import MODELS
+    from seqarena.tasks import make_task
+    from seqarena.train import TrainConfig, build, train
+
+    for name in cfg.models:
+        MODELS.get(name)  # an unknown name fails here, before any training
+    task = make_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed)
+    if task.head_kind not in ("classify", "regress"):
+        raise UserError(f"task {cfg.task!r} predicts at every position; gradient flow needs one "
+                        "output per sequence (e.g. adding, listops, digits-seq)")
+    probe = next(iter(task.batches("val", cfg.batch_size)))
+    distance = list(range(cfg.seq_len - 1, -1, -1))  # x_t sits L-1-t positions before the output
+    conditions = [("at initialisation", None), ("trained, no clipping", 0.0),
+                  (f"trained, clipped at {cfg.clip:g}", cfg.clip)]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="seqarena-gradients-") as runs:
+        for name in cfg.models:
+            for condition, clip in conditions:
+                if progress:
+                    progress(f"{name}: {condition}")
+                train_cfg = TrainConfig(model=name, task=cfg.task, seq_len=cfg.seq_len,
+                                        steps=cfg.steps, batch_size=cfg.batch_size,
+                                        d_model=cfg.d_model, layers=cfg.layers, lr=cfg.lr,
+                                        clip=clip or 0.0, seed=cfg.seed, eval_every=0,
+                                        log_every=1, checkpoint_every=0, keep_checkpoints=1,
+                                        out=runs, name=f"{name}-clip{clip}", device="cpu",
+                                        threads=cfg.threads)
+                row: dict[str, Any] = {"model": name, "condition": condition,
+                                       "trained": clip is not None, "clip": clip or None}
+                if clip is None:
+                    task_, model = build(train_cfg)
+                    row["status"] = "ok"
+                else:
+                    outcome = train(train_cfg)
+                    task_, model = outcome.task, outcome.model
+                    row["status"] = outcome.result.status
+                    row["stopped"] = outcome.message
+                    row["train"] = _training_trace(outcome.run_dir / "metrics.jsonl")
+                norms = input_gradient_norms(model, task_, probe)
+                row["distance"] = distance
+                row["grad_norm"] = [float(v) if math.isfinite(v) else None for v in norms]
+                results.append(row)
+    doc = {"schema_version": SCHEMA_VERSION, "kind": "gradients", "machine": machine_info(),
+           "command": command if command is not None else _gradients_command(cfg, out),
+           **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
+           "results": results}
+    out = Path(out)
+    atomic_write_json(out / "gradients.json", doc)
+    _write_chart(out, "gradients", doc)
+    return out / "gradients.json"
+
+
+def _gradients_command(cfg: GradientConfig, out: str | Path) -> list[str]:
+    """The `seqarena analyze gradients` line that reproduces this measurement."""
+    flags = ["--models", ",".join(cfg.models)]
+    for f in dataclasses.fields(cfg):
+        if f.name != "models":
+            flags += [f"--{f.name.replace('_', '-')}", str(getattr(cfg, f.name))]
+    return ["seqarena", "analyze", "gradients", *flags, "--out", str(out)]
+
+
+def _training_trace(path: Path) -> dict[str, list]:
+    """Step, loss and pre-clipping gradient norm of every logged step of a run."""
+    trace = {"step": [], "loss": [], "grad_norm": []}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            for k in trace:
+                v = row.get(k)
+                trace[k].append(v if isinstance(v, (int, float)) and math.isfinite(v) else None)
+    return trace
+
+
+# --- attention maps and hidden states -------------------------------------------------------
+
+def load_run(run_dir: str | Path):
+    """(config, task, wrapped model with its newest checkpoint's weights) of a run directory."""
+    from seqarena import checkpoint
+    from seqarena.train import build, read_run_config
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    cfg = read_run_config(run_dir)
+    ckpt = checkpoint.latest(run_dir / "checkpoints")
+    if ckpt is None:
+        raise UserError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}; "
+                        "train the run to its end (or to a --checkpoint-every step) first")
+    task, model = build(cfg)
+    checkpoint.load_weights(model, ckpt.weights)
+    model.eval()
+    return cfg, task, model, ckpt.step
+
+
+def attention_maps(run_dir: str | Path, out: str | Path | None = None, sample: int = 0,
+                   max_positions: int = 96, command: list[str] | None = None) -> Path:
+    """Write attention.json (+ chart) for one held-out sample of a trained run; return its path."""
+    from seqarena.models.attention import record_attention
+
+    run_dir = Path(run_dir)
+    cfg, task, model, step = load_run(run_dir)
+    split = "test" if "test" in task.splits else "val"
+    batch = _nth_example(task, split, sample)
+    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": "attention",
+                           "machine": machine_info(),
+                           "command": command if command is not None else [
+                               "seqarena", "analyze", "attention", str(run_dir), "--sample",
+                               str(sample), "--max-positions", str(max_positions),
+                               *(["--out", str(out)] if out is not None else [])],
+                           "run": run_dir.name, "run_dir": str(run_dir), "model": cfg.model,
+                           "task": cfg.task, "seq_len": cfg.seq_len, "step": step,
+                           "split": split, "sample": sample, "attention": [], "hidden": []}
+    states = {}
+
+    def keep(module, inputs, output):
+        states["h"] = output
+
+    handle = model.backbone.register_forward_hook(keep)
+    try:
+        with torch.no_grad(), record_attention(model) as maps:
+            model(batch)
+    finally:
+        handle.remove()
+    P = max_positions
+    for layer, (name, recorded) in enumerate((k, v) for k, v in maps.items() if v):
+        weights = recorded[0][0]  # (H, L, S) of the one example
+        for head in range(weights.shape[0]):
+            doc["attention"].append({"layer": layer, "head": head, "name": name,
+                                     "weights": _rounded(weights[head, :P, :P])})
+    h = states.get("h")
+    if not doc["attention"] and isinstance(h, torch.Tensor) and h.dim() == 3:
+        doc["hidden"].append(_trajectory(h[0, :P].double().numpy(), layer=cfg.layers - 1))
+    if not doc["attention"] and not doc["hidden"]:
+        raise UserError(f"{run_dir}: model {cfg.model!r} exposes neither attention weights nor a "
+                        "(B, L, D) hidden state to analyse")
+    doc["positions_shown"] = min(P, cfg.seq_len)
+    out = Path(out) if out is not None else run_dir / "analysis"
+    atomic_write_json(out / "attention.json", doc)
+    _write_chart(out, "attention", doc)
+    return out / "attention.json"
+
+
+def _nth_example(task, split: str, n: int):
+    seen = 0
+    for batch in task.batches(split, 64):
+        if n < seen + len(batch):
+            i = n - seen
+            return batch.select(slice(i, i + 1))
+        seen += len(batch)
+    raise UserError(f"--sample {n}: the {split} split has only {seen} examples")
+
+
+def _trajectory(states: np.ndarray, layer: int) -> dict[str, Any]:
+    """h_t (L, D) and its projection on the first two principal components (PCA by SVD)."""
+    centred = states - states.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    pca = centred @ vt[:2].T  # (L, 2)
+    variance = s**2 / max(float((s**2).sum()), 1e-30)
+    return {"layer": layer, "states": _rounded(states), "pca": _rounded(pca),
+            "explained": [float(v) for v in variance[:2]]}
+
+
+def _rounded(a) -> list:
+    """A tensor or array as nested lists of floats with 5 significant digits: small JSON."""
+    a = a.detach().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
+    return np.vectorize(lambda v: float(f"{v:.5g}"))(a).tolist() if a.size else a.tolist()
+
+
+def _write_chart(out: Path, kind: str, doc: dict[str, Any]) -> None:
+    """The analysis' charts as PNG and SVG beside its JSON."""
+    import matplotlib
+
+    from seqarena.fileio import atomic_write
+    from seqarena.report.collect import Source
+    from seqarena.report.plots import STYLE, Palette, attention_chart, gradient_charts
+
+    models = [r["model"] for r in doc.get("results", [])] + [doc.get("model", "")]
+    source = Source(out / f"{kind}.json", kind, doc["machine"], doc["command"])
+    colour = Palette(m for m in models if m)
+    with matplotlib.rc_context(STYLE):
+        charts = gradient_charts(doc, source, colour) if kind == "gradients" \
+            else [attention_chart(doc, source, colour)]
+        for chart in charts:
+            name = chart.slug if kind == "gradients" else kind  # one attention chart per run
+            for fmt in ("png", "svg"):
+                atomic_write(out / f"{name}.{fmt}",
+                             lambda tmp: chart.fig.savefig(tmp, format=fmt, facecolor="white"))

@@ -1,0 +1,224 @@
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from test_report_fixtures import (MACHINE, MODELS, run_result, write_bench, write_compare,
+                             write_newer_schema, write_run)
+from seqarena.errors import UserError
+from seqarena.report import collect, write_report
+from seqarena.report.plots import ATTENTION, RECURRENT, Palette, crossovers, family
+from seqarena.results import BenchResult, write_results
+
+
+def report(paths, tmp_path, name="report.html"):
+    lines = []
+    out = write_report(paths, tmp_path / name, log=lines.append)
+    return out.read_text(encoding="utf-8"), lines
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "seqarena", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    """One compare dir (5 models x 2 lengths) and one bench dir, reported once for the module."""
+    root = tmp_path_factory.mktemp("full")
+    write_compare(root / "cmp")
+    write_bench(root / "bench")
+    html, lines = report([root / "cmp", root / "bench"], root)
+    return root, html, lines
+
+
+def test_summary_table_holds_every_run_and_its_numbers(full_report):
+    _, html, lines = full_report
+    assert lines == []
+    table = html[html.index('<table class="summary">'):]
+    table = table[table.index("<tbody>"):table.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    assert len(rows) == len(MODELS) * 2
+    for L in (32, 128):
+        for m in MODELS:
+            want = run_result(m, L)
+            row = next(r for r in rows if f"</span>{m}</td>" in r and f'data-value="{L}"' in r)
+            assert f'data-value="{want.params}">{want.params:,}<' in row
+            assert f'data-value="{want.metric}"' in row
+            assert f'data-value="{want.peak_mem_bytes}"' in row
+
+
+def test_best_metric_per_length_is_highlighted(full_report):
+    _, html, _ = full_report
+    best = re.findall(r'<td class="num best" data-value="([^"]+)"', html)
+    # mse is lower-is-better and rnn has the lowest at both lengths in the fixture
+    assert sorted(float(v) for v in best) == sorted(run_result("rnn", L).metric for L in (32, 128))
+
+
+def test_page_loads_nothing_from_elsewhere(full_report):
+    _, html, _ = full_report
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    assert "default-src 'none'" in html
+    for url in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert url.startswith(("#", "data:", "report_figures/")), url
+
+
+def test_every_chart_is_inline_svg_with_png_and_svg_copies_beside_it(full_report):
+    root, html, _ = full_report
+    slugs = re.findall(r'<figure id="fig-([^"]+)">', html)
+    assert {"throughput", "memory", "mfu", "decode", "metric_vs_length_adding"} <= set(slugs)
+    assert html.count('<svg') == len(slugs) == html.count('class="chart"')
+    for slug in slugs:
+        png = root / "report_figures" / f"{slug}.png"
+        assert png.read_bytes().startswith(b"\x89PNG")
+        assert "<svg" in (root / "report_figures" / f"{slug}.svg").read_text()
+
+
+def test_svg_ids_are_unique_across_the_page(full_report):
+    _, html, _ = full_report
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids))
+    for ref in set(re.findall(r'url\(#([^)]+)\)', html)):
+        assert ref in ids
+
+
+def test_machine_and_reproducing_command_are_on_the_page(full_report):
+    _, html, _ = full_report
+    assert "Test CPU 9000, 2 threads, torch 2.13.0" in html
+    assert "seqarena bench --quick" in html
+    assert "seqarena compare --out" in html
+
+
+def test_crossover_is_interpolated_on_log_log_axes():
+    def line(model, tps):
+        return [BenchResult(model, "seqarena", "train", L, 8, 64, 1, 1, "cpu", "float32", v,
+                            None, None, None, None) for L, v in zip((64, 1024), tps)]
+
+    # lstm flat at 100 tokens/s; transformer from 400 to 25: log ratios -ln4 and +ln4 cross
+    # halfway between log 64 and log 1024, at L = 256, where the lstm line is at 100.
+    found = crossovers({"lstm": line("lstm", (100, 100)),
+                        "transformer": line("transformer", (400, 25))}, "train")
+    assert len(found) == 1
+    c = found[0]
+    assert (c.winner, c.loser, c.between) == ("lstm", "transformer", (64, 1024))
+    assert c.at == pytest.approx(256.0)
+    assert c.value == pytest.approx(100.0)
+    assert crossovers({"lstm": line("lstm", (100, 100)), "gru": line("gru", (400, 25))},
+                      "train") == []  # same family: not a recurrent-against-attention crossover
+
+
+def test_colours_keep_recurrent_in_blues_and_attention_in_oranges():
+    colour = Palette(["transformer", "lstm", "rnn", "mingru", "gru", "transformer-ed"])
+    assert [family(m) for m in ("rnn", "lstm", "gru", "mingru", "rnn-ed")] == ["recurrent"] * 5
+    assert family("transformer") == family("transformer-ed") == "attention"
+    assert {colour(m) for m in ("rnn", "lstm", "gru", "mingru")} <= set(RECURRENT)
+    assert {colour(m) for m in ("transformer", "transformer-ed")} <= set(ATTENTION)
+    assert len({colour(m) for m in ("rnn", "lstm", "gru", "mingru")}) == 4
+    assert Palette(["lstm"])("lstm") == colour("lstm")  # the same colour in every report
+
+
+def test_crashed_run_shows_its_logged_steps_and_says_what_was_skipped(tmp_path):
+    write_run(tmp_path / "crashed", "lstm", 64, summary=False, truncate=True)
+    html, lines = report([tmp_path / "crashed"], tmp_path)
+    assert len(lines) == 2
+    assert "metrics.jsonl" in lines[0] and "line 60" in lines[0] and "kept 59" in lines[0]
+    assert "no summary.json" in lines[1]
+    assert 'id="fig-curves_adding_L64"' in html
+    assert "stopped</span>" in html
+    assert "line 60" in html[html.index('id="skipped"'):]
+
+
+def test_newer_schema_and_empty_dir_are_skipped_beside_valid_runs(tmp_path):
+    write_run(tmp_path / "good", "gru", 32)
+    write_newer_schema(tmp_path / "future")
+    (tmp_path / "empty").mkdir()
+    html, lines = report([tmp_path / "good", tmp_path / "future", tmp_path / "empty"], tmp_path)
+    assert any("future" in s and "newer seqarena" in s for s in lines)
+    assert any("empty" in s and "no runs" in s for s in lines)
+    assert len(lines) == 2
+    assert "</span>gru</td>" in html
+
+
+def test_nothing_valid_raises_one_line_user_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    write_newer_schema(tmp_path / "future")
+    with pytest.raises(UserError) as e:
+        write_report([tmp_path / "empty", tmp_path / "future"], tmp_path / "r.html", log=None)
+    assert "\n" not in str(e.value) and "newer seqarena" in str(e.value)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_cli_with_nothing_valid_prints_one_line_and_exits_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = cli("report", str(tmp_path / "empty"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "nothing to report" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_writes_the_report_and_lists_skips_on_stderr(tmp_path):
+    write_run(tmp_path / "runs" / "a", "rnn", 32)
+    write_run(tmp_path / "runs" / "b", "lstm", 32, summary=False)
+    r = cli("report", str(tmp_path / "runs"), "--out", str(tmp_path / "out" / "r.html"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "r.html").is_file()
+    assert [ln for ln in r.stderr.splitlines() if ln] == [
+        f"seqarena report: skipped {tmp_path / 'runs' / 'b'}: no summary.json (the run stopped "
+        "before it finished); showing the 60 steps it logged"]
+
+
+def test_compare_runs_are_found_by_run_dir_relative_to_where_compare_ran(tmp_path):
+    # compare writes extra["run_dir"] as the path it used (e.g. runs/cmp/lstm-L32-s0) and the
+    # directory may have moved since: the run is found by its name inside the compare dir.
+    cmp = tmp_path / "moved"
+    write_run(cmp / "lstm-L32-s0", "lstm", 32)
+    write_results(cmp / "summary.json", "compare",
+                  [run_result("lstm", 32, run_dir="runs/cmp/lstm-L32-s0")], machine=MACHINE,
+                  command=["seqarena", "compare"], held_equal={"task": "adding", "steps": 60})
+    found = collect([cmp])
+    assert len(found.runs) == 1 and found.skipped == []
+    assert found.runs[0].run_dir == cmp / "lstm-L32-s0"
+    assert len(found.runs[0].metrics) == 60
+    assert found.held_equal == ["task adding; steps 60"]
+
+
+def test_compare_runs_without_run_dir_are_matched_by_their_config(tmp_path):
+    cmp = tmp_path / "cmp"
+    for m in ("rnn", "gru"):
+        write_run(cmp / f"anything-{m}", m, 32)
+    write_results(cmp / "summary.json", "compare", [run_result("rnn", 32), run_result("gru", 32)],
+                  machine=MACHINE, command=["seqarena", "compare"])
+    found = collect([cmp])
+    assert sorted((r.model, r.run_dir.name) for r in found.runs) == [
+        ("gru", "anything-gru"), ("rnn", "anything-rnn")]
+    assert all(r.source.kind == "compare" for r in found.runs)
+
+
+def test_bench_results_are_read_from_bench_json(tmp_path):
+    d = write_bench(tmp_path / "b")
+    (d / "results.json").rename(d / "bench.json")
+    found = collect([d])
+    assert len(found.benches) == 1 and len(found.benches[0].results) > 0
+
+
+def test_analyses_are_picked_up_from_inside_run_dirs(tmp_path):
+    run = write_run(tmp_path / "r", "lstm", 8)
+    doc = {"schema_version": 1, "kind": "attention", "machine": MACHINE,
+           "command": ["seqarena", "analyze", "attention", str(run)], "model": "lstm",
+           "task": "adding", "seq_len": 8, "run": "r", "attention": [],
+           "hidden": [{"layer": 0, "states": [[0.1 * t, -0.2 * t] for t in range(8)],
+                       "pca": [[t, 0.0] for t in range(8)], "explained": [1.0, 0.0]}]}
+    (run / "analysis").mkdir()
+    (run / "analysis" / "attention.json").write_text(json.dumps(doc))
+    html, lines = report([run], tmp_path)
+    assert lines == []
+    assert 'id="fig-attention_lstm_r"' in html
+    assert "seqarena analyze attention" in html
+
+
+def test_out_must_be_an_html_file(tmp_path):
+    write_run(tmp_path / "r", "rnn", 8)
+    with pytest.raises(UserError, match=r"\.html"):
+        write_report([tmp_path / "r"], tmp_path / "report.pdf", log=None)
