@@ -26,11 +26,14 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile as torch_profile
 
 from seqarena.bench.peak import matmul_peak, peak_key
 from seqarena.bench.peers import PEERS, Shape
-from seqarena.bench.points import Workload, check_paths, make_input, measure_decode, measure_throughput
+from seqarena.bench.points import (Workload, check_paths, make_input, measure_decode,
+                                   measure_throughput, train_step)
 from seqarena.bench.sweep import all_cores
+from seqarena.bench.timer import num_threads
 from seqarena.models import build_model
 from seqarena.results import BenchResult, machine_info, machine_label, write_results
 from seqarena.table import format_table
@@ -150,14 +153,9 @@ def targets(train, flops, decode, peak):
 
 def profile(keys_and_lengths, threads: int, steps: int = 3) -> None:
     """torch.profiler's top operators by self CPU time for a few training steps of each."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
-    from seqarena.bench.points import _train_step
-    from seqarena.bench.timer import num_threads
-
     for key, L in keys_and_lengths:
         workload = build(key)
-        step = _train_step(workload, make_input(B, L, D, CPU, torch.float32))
+        step = train_step(workload, make_input(B, L, D, CPU, torch.float32))
         with num_threads(threads):
             step()  # warm-up: optimizer state, kernel choice
             with torch_profile(activities=[ProfilerActivity.CPU]) as prof:

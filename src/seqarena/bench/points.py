@@ -33,7 +33,8 @@ MODES = ("train", "forward", "prefill", "decode")
 THROUGHPUT_MODES = ("train", "forward", "prefill")
 
 # fast path -> the reference it must match before it is timed
-REFERENCE_IMPL = {"fused": "scratch", "scan": "sequential", "sdpa": "manual"}
+REFERENCE_IMPL = {"fused": "scratch", "scan": "sequential", "chunked": "sequential",
+                  "logscan": "sequential", "sdpa": "manual"}
 
 # max |fast - reference| allowed, relative to 1 + max |reference|, by the dtype being timed
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 5e-2, torch.float16: 1e-2}
@@ -67,11 +68,13 @@ class Workload:
         if not self.causal:
             raise NoStep(f"{type(self.module).__name__} is not causal: every output reads the "
                          "future, so it cannot decode token by token")
+        if not (hasattr(self.module, "init_state") and hasattr(self.module, "step")):
+            raise NoStep(f"{type(self.module).__name__} has no step()")
         try:
             if self.seq2seq:
                 return self.module.init_state(x_src.shape[0], self.module.encode(x_src))
             return self.module.init_state(x_src.shape[0])
-        except (StepNotSupported, NotImplementedError, AttributeError, UserError) as e:
+        except (StepNotSupported, NotImplementedError, UserError) as e:
             raise NoStep(str(e) or f"{type(self.module).__name__} has no step()") from None
 
     def step(self, state: Any, x_t: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -135,7 +138,8 @@ def make_input(batch: int, length: int, d_model: int, device: torch.device, dtyp
     return torch.randn(batch, length, d_model, generator=generator).to(device, dtype)
 
 
-def _train_step(workload: Workload, x: torch.Tensor):
+def train_step(workload: Workload, x: torch.Tensor):
+    """A function running one training step on x: forward, a mean-square loss, backward, AdamW."""
     params = [p for p in workload.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
@@ -157,7 +161,7 @@ def measure_throughput(workload: Workload, mode: str, x: torch.Tensor, threads: 
     device, (batch, seq_len, _) = x.device, x.shape
     workload.module.train(mode != "prefill")
     if mode == "train":
-        fn = _train_step(workload, x)
+        fn = train_step(workload, x)
     elif mode == "forward":
         def fn():
             workload.forward(x)
