@@ -1,0 +1,261 @@
+"""minGRU and minLSTM: recurrences whose gates read only x_t, so training runs as a parallel scan.
+
+References:
+- L. Feng, F. Tung, M. O. Ahmed, Y. Bengio, H. Hajimirsadeghi, "Were RNNs All We Needed?",
+  2024, arXiv:2410.01201 (the cells, section 3; their log-space form, appendix B).
+- lucidrains/minGRU-pytorch (`minGRU`, `minLSTM`, `minLM`): the reference implementation.
+
+Drop h_{t-1} from a GRU's or LSTM's gates and the update becomes h_t = a_t * h_{t-1} + b_t with
+a_t and b_t known for every t up front: a linear recurrence, which a scan computes for all t at
+once (training) and which a loop computes one token at a time with an O(1) state (decoding).
+
+    minGRU   z_t = sigmoid(k_t), h~_t = g(x~_t)        h_t = (1 - z_t) h_{t-1} + z_t h~_t
+    minLSTM  f_t, i_t = sigmoid(kf_t), sigmoid(ki_t)  h_t = f'_t h_{t-1} + i'_t h~_t
+             f'_t = f_t / (f_t + i_t), i'_t = i_t / (f_t + i_t)
+
+k, kf, ki and x~ are slices of one Linear of the layer's input. g(x) = x + 0.5 for x >= 0 and
+sigmoid(x) otherwise keeps h~ positive, so log h~ exists for the log-space scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqarena.errors import ConfigError
+from seqarena.models.registry import ModelConfig, register_model
+from seqarena.models.scan import scan_chunked, scan_log, scan_sequential, tree_scan_
+
+# B batch, L length, D model width, N state width (expansion * D)
+
+IMPLS = ("scan", "chunked", "logscan", "sequential")
+SCANS = {"chunked": scan_chunked, "sequential": scan_sequential}
+
+
+@dataclass(frozen=True)
+class MinimalConfig(ModelConfig):
+    expansion: float = 1.0  # state width N = expansion * d_model; minGRU-pytorch's minLM uses 1.5
+    ff_mult: float = 0.0  # hidden width of an MLP after each cell, times d_model (minLM: 4);
+    #                       0 = none, so a layer is one cell like an LSTM layer, and layers count alike
+    impl: str = "scan"  # "scan": gates and tree scan fused in one autograd node (fastest, exact);
+    #                     "chunked": the chunked scan; "logscan": Heinsen's log-space scan, the
+    #                     paper's appendix B (loses float32 precision over long spans of small
+    #                     gates); "sequential": the loop. All but "scan" use autograd on the cells.
+
+    def validate(self) -> None:
+        super().validate()
+        if self.impl not in IMPLS:
+            raise ConfigError(f"MinimalConfig.impl must be one of {', '.join(IMPLS)}, "
+                              f"got {self.impl!r}")
+        if not self.expansion * self.d_model >= 1:
+            raise ConfigError(f"MinimalConfig.expansion must give a state width of at least 1 "
+                              f"(expansion * d_model >= 1), got {self.expansion}")
+        if not self.ff_mult >= 0:
+            raise ConfigError(f"MinimalConfig.ff_mult must be >= 0 (0 = no MLP), "
+                              f"got {self.ff_mult}")
+
+
+def g(x: torch.Tensor) -> torch.Tensor:
+    """x + 0.5 for x >= 0, sigmoid(x) below: continuous, increasing and always positive."""
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+def log_g(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, (F.relu(x) + 0.5).log(), -F.softplus(-x))
+
+
+class MinGRUCell:
+    """The coefficients of h_t = a_t h_{t-1} + b_t, from u = Linear(x) = [k, x~]."""
+
+    n_proj = 2  # slices of u: gate pre-activation k, candidate pre-activation x~
+
+    @staticmethod
+    def coefficients(u):
+        k, x = u.chunk(2, dim=-1)  # (..., N) each
+        return torch.sigmoid(-k), torch.sigmoid(k) * g(x)  # a = 1 - z, b = z * h~
+
+    @staticmethod
+    def log_coefficients(u):
+        k, x = u.chunk(2, dim=-1)  # (..., N) each
+        # log z = -softplus(-k) and log(1 - z) = -softplus(k) never round to log(0)
+        return -F.softplus(k), -F.softplus(-k) + log_g(x)
+
+
+class MinLSTMCell:
+    n_proj = 3  # slices of u: forget kf, input ki, candidate x~
+
+    @staticmethod
+    def _log_ratio(kf, ki):
+        # log(i / f) = log i - log f; f' = sigmoid(-log(i/f)) even where f and i underflow, which
+        # f / (f + i) would turn into 0 / 0
+        return F.softplus(-kf) - F.softplus(-ki)
+
+    @staticmethod
+    def coefficients(u):
+        kf, ki, x = u.chunk(3, dim=-1)  # (..., N) each
+        r = MinLSTMCell._log_ratio(kf, ki)
+        return torch.sigmoid(-r), torch.sigmoid(r) * g(x)  # a = f', b = i' * h~
+
+    @staticmethod
+    def log_coefficients(u):
+        kf, ki, x = u.chunk(3, dim=-1)  # (..., N) each
+        r = MinLSTMCell._log_ratio(kf, ki)
+        return -F.softplus(r), -F.softplus(-r) + log_g(x)
+
+
+class _FusedMinScan(torch.autograd.Function):
+    """`cell.coefficients(u)` then `scan_tree`, in one autograd node with a written-out backward.
+
+    The same maths as the cells above (tests hold it to them and to the loop), arranged for
+    memory traffic, which is what elementwise work costs on a CPU: 6 passes over (B, L, N)
+    forward and 11 backward plus the scans, against ~45 when autograd runs the cell and the scan
+    op by op; 3 fresh (B, L, N) buffers saved instead of ~8 (a fresh buffer costs more than a
+    pass: its pages are faulted in and zeroed); no torch.where, slow on CPU (g(x) = max(x + 0.5,
+    sigmoid(x)), since x + 0.5 >= sigmoid(x) exactly when x >= 0); one gradient buffer, no cat.
+    Both cells are h_t = (1 - z_t) h_{t-1} + z_t g(x~_t) with z_t = sigmoid(r_t): minGRU's r
+    is k, minLSTM's is log(i_t / f_t), so that i'_t = z_t and f'_t = 1 - z_t.
+    """
+
+    @staticmethod
+    def forward(ctx, u, lstm):
+        n = u.shape[-1] // (3 if lstm else 2)
+        x = u[..., -n:]  # (B, L, N), as every u slice below
+        r = MinLSTMCell._log_ratio(u[..., :n], u[..., n:2 * n]) if lstm else u[..., :n]
+        h = x + 0.5
+        g_x = torch.sigmoid(x)
+        torch.maximum(g_x, h, out=g_x)
+        a = torch.sigmoid(r)  # z_t for now
+        torch.mul(a, g_x, out=h)  # b_t
+        a.neg_().add_(1.0)  # 1 - z_t, from z rather than sigmoid(-r): exact where a ~ 1
+        tree_scan_(a, h)
+        ctx.lstm = lstm
+        ctx.save_for_backward(u, a, g_x, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        u, a, g_x, h = ctx.saved_tensors
+        n = h.shape[-1]
+        x, r_slot = u[..., -n:], slice(-2 * n, -n)
+        grad_u = torch.empty_like(u)
+        grad_r, grad_x = grad_u[..., r_slot], grad_u[..., -n:]  # (B, L, N) each
+        grad_z = grad_h.clone()
+        tree_scan_(a, grad_z, reverse=True)  # dLoss/db_t
+        r = MinLSTMCell._log_ratio(u[..., :n], u[..., n:2 * n]) if ctx.lstm else u[..., :n]
+        grad_z.mul_(torch.sigmoid(r, out=grad_x))  # dLoss/db_t * z_t; grad_x is scratch here
+        # dh_t/dx~_t = z_t g'(x~_t): g' = 1 for x >= 0, else sigmoid' = g (1 - g)
+        torch.addcmul(g_x, g_x, g_x, value=-1.0, out=grad_x)
+        grad_x.masked_fill_(x >= 0, 1.0).mul_(grad_z)
+        # dh_t/dr_t = z_t (1 - z_t) (g(x~_t) - h_{t-1}), with h_{-1} = 0
+        torch.sub(g_x[:, 1:], h[:, :-1], out=grad_r[:, 1:])
+        grad_r[:, 0] = g_x[:, 0]
+        grad_r.mul_(a).mul_(grad_z)
+        if ctx.lstm:  # r = softplus(-kf) - softplus(-ki): dr/dkf = -sigmoid(-kf), dr/dki = sigmoid(-ki)
+            kf, ki = u[..., :n], u[..., n:2 * n]
+            grad_kf = torch.sigmoid(kf.neg(), out=grad_u[..., :n])
+            grad_kf.mul_(grad_r).neg_()
+            grad_r.mul_(torch.sigmoid(ki.neg()))  # grad_r sits in ki's slot
+        return grad_u, None
+
+
+class MinimalLayer(nn.Module):
+    """Pre-norm residual block: x + out(cell(norm(x))), then x + mlp(norm(x)) if ff_mult > 0."""
+
+    def __init__(self, cell, config: MinimalConfig):
+        super().__init__()
+        D, N = config.d_model, int(config.expansion * config.d_model)
+        self.cell, self.impl = cell, config.impl
+        # LayerNorm, not the reference's RMSNorm: on CPU it is one fused kernel, RMSNorm several
+        self.norm = nn.LayerNorm(D)
+        self.proj = nn.Linear(D, cell.n_proj * N, bias=False)  # all gates in one matmul
+        # h is positive (the log-space form needs it), so a projection recentres it for the stream
+        self.out = nn.Linear(N, D, bias=False)
+        self.mlp = None
+        if config.ff_mult > 0:
+            F_ = int(config.ff_mult * D)
+            self.mlp = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, F_), nn.GELU(), nn.Linear(F_, D))
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        u = self.proj(self.norm(x))  # (B, L, n_proj * N)
+        if self.impl == "scan":
+            h = _FusedMinScan.apply(u, self.cell is MinLSTMCell)
+        elif self.impl == "logscan":
+            h = scan_log(*self.cell.log_coefficients(u))
+        else:
+            h = SCANS[self.impl](*self.cell.coefficients(u))
+        return self._mix(x, h)
+
+    def step(self, h, x_t):
+        a, b = self.cell.coefficients(self.proj(self.norm(x_t)))  # (B, N) each
+        h = torch.addcmul(b, a, h)
+        return self._mix(x_t, h), h
+
+    def _mix(self, x, h):
+        x = x + self.drop(self.out(h))
+        if self.mlp is not None:
+            x = x + self.drop(self.mlp(x))
+        return x
+
+
+class Minimal(nn.Module):
+    """`layers` MinimalLayers and a final norm; causal, with one (B, N) state per layer."""
+
+    causal = True
+
+    def __init__(self, cell, config: MinimalConfig):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(MinimalLayer(cell, config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.d_model)
+        self.state_width = int(config.expansion * config.d_model)
+
+    def forward(self, x, mask=None):
+        """(B, L, D) -> (B, L, D). The mask is not needed: padding is on the right (see
+        tasks/base.py), after every real token, and a causal model never lets it reach one."""
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+    def init_state(self, batch_size):
+        p = self.norm.weight
+        return [p.new_zeros(batch_size, self.state_width) for _ in self.layers]
+
+    def step(self, state, x_t):
+        new_state = []
+        for layer, h in zip(self.layers, state):
+            x_t, h = layer.step(h, x_t)
+            new_state.append(h)
+        return self.norm(x_t), new_state
+
+    def uncounted_flops(self, batch, seq_len):
+        """The cell's elementwise work per state element, which FlopCounterMode does not see.
+
+        Per element of h (B * L * N per layer): b_t = z_t * h~_t (1 multiply) and
+        a_t * h_{t-1} + b_t (1 multiply-add, 2 FLOPs): 3 FLOPs. minLSTM also normalises its gates,
+        f' = f / (f + i) (an add and a divide): 5. Activations (sigmoid, softplus, g) count 0, as
+        they do everywhere else. The tree scan does about three times the loop's multiply-adds;
+        that is the implementation's cost, not the model's, so it is not counted. The Linear layers are
+        counted by FlopCounterMode itself.
+        """
+        per_element = 3 if self.cell is MinGRUCell else 5
+        return float(per_element * batch * seq_len * self.state_width * len(self.layers))
+
+    @property
+    def cell(self):
+        return self.layers[0].cell
+
+
+@register_model("mingru", MinimalConfig, "minGRU (Feng et al. 2024): GRU without h_{t-1} in its "
+                "gates, trained by a parallel scan", "O(L) work, O(log L) depth parallel scan", "O(1)")
+def build_mingru(config: MinimalConfig) -> Minimal:
+    return Minimal(MinGRUCell, config)
+
+
+@register_model("minlstm", MinimalConfig, "minLSTM (Feng et al. 2024): LSTM without h_{t-1} in "
+                "its gates, trained by a parallel scan", "O(L) work, O(log L) depth parallel scan", "O(1)")
+def build_minlstm(config: MinimalConfig) -> Minimal:
+    return Minimal(MinLSTMCell, config)
