@@ -9,7 +9,8 @@ from test_report_fixtures import (MACHINE, MODELS, run_result, write_bench, writ
                              write_newer_schema, write_run)
 from seqarena.errors import UserError
 from seqarena.report import collect, write_report
-from seqarena.report.plots import ATTENTION, RECURRENT, Palette, crossovers, family
+from seqarena.report.speed import crossovers
+from seqarena.report.style import ATTENTION, RECURRENT, Palette, family
 from seqarena.results import BenchResult, write_results
 
 
@@ -196,11 +197,13 @@ def test_compare_runs_without_run_dir_are_matched_by_their_config(tmp_path):
     assert all(r.source.kind == "compare" for r in found.runs)
 
 
-def test_bench_results_are_read_from_bench_json(tmp_path):
+def test_bench_results_are_read_with_the_bench_own_crossover_lines(tmp_path):
     d = write_bench(tmp_path / "b")
-    (d / "results.json").rename(d / "bench.json")
     found = collect([d])
     assert len(found.benches) == 1 and len(found.benches[0].results) > 0
+    assert found.benches[0].crossovers[0].startswith("train: lstm overtakes transformer")
+    (d / "bench.json").rename(d / "results.json")  # the name the report also accepts
+    assert len(collect([d]).benches) == 1
 
 
 def test_analyses_are_picked_up_from_inside_run_dirs(tmp_path):

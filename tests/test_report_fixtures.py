@@ -1,4 +1,6 @@
-"""Results as train, compare, bench and analyze write them, for the report's tests (no tests here)."""
+"""Results laid out as train, compare and bench write them, for the report's tests (no tests
+here): runs/<name>/{config.json, metrics.jsonl, summary.json}, a compare dir of such runs with
+its own summary.json, and a bench dir with bench.json."""
 
 from __future__ import annotations
 
@@ -17,26 +19,32 @@ STEPS = 60
 
 def run_result(model: str, seq_len: int, seed: int = 0, run_dir: str | None = None) -> RunResult:
     i = MODELS.index(model)
+    extra = {"baselines": {"predict_one_mse": 1 / 6}}
+    if run_dir:
+        extra["run_dir"] = run_dir
     return RunResult(model=model, task="adding", seq_len=seq_len, params=10_000 + 137 * i,
-                     metric_name="mse", metric=round(0.01 + 0.03 * i + seq_len / 4000 + 0.002 * seed, 6),
+                     metric_name="mse",
+                     metric=round(0.01 + 0.03 * i + seq_len / 4000 + 0.002 * seed, 6),
                      higher_is_better=False, train_tokens_per_s=50_000.0 + 1_000 * i,
                      peak_mem_bytes=(12 + i) * 2**20, wall_s=3.5 + i, steps=STEPS, seed=seed,
-                     extra={"baselines": {"predict 1": 0.167}, **({"run_dir": run_dir} if run_dir else {})})
+                     extra=extra)
 
 
 def write_run(d: Path, model: str, seq_len: int, seed: int = 0, summary: bool = True,
               truncate: bool = False) -> Path:
     """A train run directory: config.json, metrics.jsonl and (unless it crashed) summary.json."""
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps({"model": model, "task": "adding", "seq_len": seq_len,
-                                               "steps": STEPS, "seed": seed, "lr": 1e-3}))
+    config = {"model": model, "task": "adding", "seq_len": seq_len, "steps": STEPS, "seed": seed,
+              "lr": 1e-3}
+    (d / "config.json").write_text(json.dumps(config))
     i = MODELS.index(model)
     lines = []
     for step in range(1, STEPS + 1):
-        row = {"step": step, "loss": 0.2 * math.exp(-step / (15 + 5 * i)) + 0.01 + 0.002 * (step % 3),
-               "lr": 1e-3, "grad_norm": 1.0 / step, "tokens_per_s": 50_000.0, "wall_s": step * 0.05}
+        loss = 0.2 * math.exp(-step / (15 + 5 * i)) + 0.01 + 0.002 * (step % 3)
+        row = {"step": step, "loss": loss, "lr": 1e-3, "grad_norm": 1.0 / step,
+               "tokens_per_s": 50_000.0, "wall_s": step * 0.05}
         if step % 10 == 0:
-            row["mse"] = 0.2 * math.exp(-step / (20 + 5 * i)) + 0.01
+            row["val_mse"] = 0.2 * math.exp(-step / (20 + 5 * i)) + 0.01
         lines.append(json.dumps(row))
     text = "\n".join(lines) + "\n"
     if truncate:
@@ -50,40 +58,44 @@ def write_run(d: Path, model: str, seq_len: int, seed: int = 0, summary: bool = 
 
 
 def write_compare(d: Path, models=MODELS, lengths=LENGTHS, seeds=(0,)) -> Path:
+    """A compare dir; like compare, each row names its run dir as the path compare used."""
     rows = []
     for L in lengths:
         for m in models:
             for s in seeds:
-                name = f"adding-L{L}-{m}-s{s}"
+                name = f"{m}-L{L}-s{s}"
                 write_run(d / name, m, L, s)
-                rows.append(run_result(m, L, s, run_dir=name))
-    write_results(d / "summary.json", "compare", rows, command=["seqarena", "compare", "--out", str(d)],
-                  machine=MACHINE)
+                rows.append(run_result(m, L, s, run_dir=str(d / name)))
+    write_results(d / "summary.json", "compare", rows, machine=MACHINE,
+                  command=["seqarena", "compare", "--out", str(d)],
+                  held_equal={"task": "adding", "steps": STEPS, "seeds": list(seeds)})
     return d
 
 
 def bench_rows() -> list[BenchResult]:
     rows = []
     common = dict(batch=16, d_model=128, layers=1, threads=2, device="cpu", dtype="float32")
-    for m in MODELS:
+    for i, m in enumerate(MODELS):
+        attention = m == "transformer"
         for L in (64, 256, 1024, 4096):
             # recurrent throughput is flat in L; attention falls off with L: they cross.
-            tps = 2e5 * (1 + MODELS.index(m) / 4) if m != "transformer" else 2e6 * 64 / L
-            for mode in ("train", "forward", "prefill"):
-                f = {"train": 1.0, "forward": 3.0, "prefill": 3.2}[mode]
-                oom = m == "transformer" and L == 4096 and mode == "train"
-                rows.append(BenchResult(model=m, impl="seqarena", mode=mode, seq_len=L, **common,
-                                        tokens_per_s=None if oom else tps * f,
-                                        latency_s=None if oom else 16 * L / (tps * f),
-                                        flops=1e9, mfu=None if oom else 0.1 + 0.05 * MODELS.index(m),
-                                        peak_mem_bytes=None if oom else int(L * (2**14 if m == "transformer" else 2**12 * (1 + MODELS.index(m) / 3))),
-                                        status="oom" if oom else "ok"))
+            tps = 2e6 * 64 / L if attention else 2e5 * (1 + i / 4)
+            mem = L * (2**14 if attention else int(2**12 * (1 + i / 3)))
+            for mode, f in (("train", 1.0), ("forward", 3.0), ("prefill", 3.2)):
+                oom = attention and L == 4096 and mode == "train"
+                rows.append(BenchResult(
+                    model=m, impl="seqarena", mode=mode, seq_len=L, **common,
+                    tokens_per_s=None if oom else tps * f,
+                    latency_s=None if oom else 16 * L / (tps * f), flops=1e9,
+                    mfu=None if oom else 0.1 + 0.05 * i, peak_mem_bytes=None if oom else mem,
+                    status="oom" if oom else "ok"))
         for pos in (64, 256, 1024, 4096):
-            lat = 2e-4 if m != "transformer" else 2e-4 * (1 + pos / 512)
-            rows.append(BenchResult(model=m, impl="seqarena", mode="decode", seq_len=4096, **common,
+            lat = 2e-4 * (1 + pos / 512) if attention else 2e-4
+            state = 16 * 128 * 4 * (pos * 2 if attention else 1)  # KV cache grows, h_t does not
+            rows.append(BenchResult(model=m, impl="seqarena", mode="decode", seq_len=pos, **common,
                                     tokens_per_s=16 / lat, latency_s=lat, flops=None, mfu=None,
                                     peak_mem_bytes=None,
-                                    extra={"position": pos, "state_bytes": 16 * 128 * 4 * (pos * 2 if m == "transformer" else 1)}))
+                                    extra={"position": pos, "state_bytes": state}))
     for L in (64, 256, 1024, 4096):
         rows.append(BenchResult(model="lstm", impl="torch.nn", mode="train", seq_len=L, **common,
                                 tokens_per_s=2.4e5, latency_s=16 * L / 2.4e5, flops=1e9, mfu=0.2,
@@ -92,8 +104,10 @@ def bench_rows() -> list[BenchResult]:
 
 
 def write_bench(d: Path) -> Path:
-    write_results(d / "results.json", "bench", bench_rows(), command=["seqarena", "bench", "--quick"],
-                  machine=MACHINE, peak_flops={"cpu/float32": 1e11})
+    write_results(d / "bench.json", "bench", bench_rows(), machine=MACHINE,
+                  command=["seqarena", "bench", "--quick"], peak_flops={"cpu/float32": 1e11},
+                  crossovers=["train: lstm overtakes transformer at L=1024 (2.00x; transformer "
+                              "faster up to L=256)"])
     return d
 
 

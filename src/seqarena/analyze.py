@@ -56,7 +56,7 @@ class GradientConfig:
     lr: float = 1e-2  # high enough that an unclipped RNN can blow up, which is the point
     clip: float = 1.0  # the gradient-norm threshold of the clipped run
     seed: int = 0  # weights, data and the measured batch
-    threads: int = 1  # CPU threads; models this small gain nothing from more, and lose on a busy CPU
+    threads: int = 1  # CPU threads; models this small gain nothing from more, lose on a busy CPU
 
     def __post_init__(self):
         for name in ("seq_len", "steps", "batch_size", "d_model", "layers", "threads"):
@@ -136,7 +136,8 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
                 results.append(row)
     doc = {"schema_version": SCHEMA_VERSION, "kind": "gradients", "machine": machine_info(),
            "command": command if command is not None else _gradients_command(cfg, out),
-           **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
+           **{k: list(v) if isinstance(v, tuple) else v
+              for k, v in dataclasses.asdict(cfg).items()},
            "results": results}
     out = Path(out)
     atomic_write_json(out / "gradients.json", doc)
@@ -266,7 +267,8 @@ def _write_chart(out: Path, kind: str, doc: dict[str, Any]) -> None:
 
     from seqarena.fileio import atomic_write
     from seqarena.report.collect import Source
-    from seqarena.report.plots import STYLE, Palette, attention_chart, gradient_charts
+    from seqarena.report.plots import attention_chart, gradient_charts
+    from seqarena.report.style import STYLE, Palette
 
     models = [r["model"] for r in doc.get("results", [])] + [doc.get("model", "")]
     source = Source(out / f"{kind}.json", kind, doc["machine"], doc["command"])

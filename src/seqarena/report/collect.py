@@ -170,12 +170,14 @@ class _Collector:
                 if run_dir is not None:
                     self.from_compare.add(run_dir.resolve())
                 elif r.extra.get("run_dir"):
-                    self.skip(path.parent / r.extra["run_dir"], f"run dir of {r.model} at L={r.seq_len} "
-                              "is missing; showing its summary row only")
+                    self.skip(path.parent / r.extra["run_dir"],
+                              f"run dir of {r.model} at L={r.seq_len} is missing; showing its "
+                              "summary row only")
                 self.add_run(run_dir, r, source)
         return True
 
-    def add_run(self, run_dir: Path | None, result: RunResult | None, source: Source | None) -> None:
+    def add_run(self, run_dir: Path | None, result: RunResult | None,
+                source: Source | None) -> None:
         key = run_dir.resolve() if run_dir is not None else object()
         if key in self.runs and (source is None or source.kind == "train"):
             return  # a compare summary already describes this run, with its command
@@ -225,7 +227,8 @@ def _peek_kind(path: Path) -> str | None:
 
 
 def _find_run_dir(compare_dir: Path, r: RunResult) -> Path | None:
-    """The run dir of a compare row: extra["run_dir"], else the one subdirectory whose config matches."""
+    """The run dir of a compare row: extra["run_dir"], else the one subdirectory whose config
+    names the same model, task, length and seed."""
     named = r.extra.get("run_dir")
     if named:
         # Written relative to the compare dir, or to wherever compare ran (then the compare dir
@@ -235,7 +238,9 @@ def _find_run_dir(compare_dir: Path, r: RunResult) -> Path | None:
                 return d
         return None
     matches = []
-    for config_path in sorted(compare_dir.glob("*/config.json")) + sorted(compare_dir.glob("*/*/config.json")):
+    configs = sorted(compare_dir.glob("*/config.json")) + \
+        sorted(compare_dir.glob("*/*/config.json"))
+    for config_path in configs:
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):

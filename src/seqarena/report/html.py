@@ -24,9 +24,10 @@ from seqarena import __version__
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write, atomic_write_text
 from seqarena.report.collect import Inputs, Run, Source, collect
-from seqarena.report.plots import (STYLE, Chart, Crossover, Palette, attention_chart, bench_charts,
-                                   decode_position, gradient_charts, metric_vs_length, model_order,
+from seqarena.report.plots import (attention_chart, gradient_charts, metric_vs_length,
                                    training_curves)
+from seqarena.report.speed import Crossover, bench_charts, decode_position
+from seqarena.report.style import STYLE, Chart, Palette, model_order
 from seqarena.results import BenchResult, machine_label
 
 SECTIONS = ["Training", "Accuracy", "Speed", "Memory", "Inference", "Gradient flow",
@@ -46,7 +47,8 @@ def write_report(paths: list, out: str | Path | None = None,
     """
     paths = [Path(p) for p in paths]
     if not paths:
-        raise UserError("nothing to report: give run directories, compare directories or bench results")
+        raise UserError("nothing to report: give run directories, compare directories or "
+                        "bench results")
     inputs = collect(paths)
     if inputs.empty():
         why = "; ".join(inputs.skipped) or "nothing found"
@@ -130,7 +132,8 @@ def _page(inputs: Inputs, rendered: list[tuple[Chart, str]], found: list[Crossov
     nav += [("bench", "Bench tables")] if any(b.results for b in inputs.benches) else []
     nav += [(_anchor(s), s) for s in SECTIONS if any(c.section == s for c, _ in rendered)]
     nav += [("reproduce", "Reproduce")]
-    parts.append('<nav>' + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in nav) + "</nav>")
+    parts.append("<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in nav)
+                 + "</nav>")
     if inputs.skipped:
         parts.append('<section class="notice" id="skipped"><h2>Skipped</h2><p>These inputs could '
                      'not be shown, or only in part:</p><ul>'
@@ -147,7 +150,8 @@ def _page(inputs: Inputs, rendered: list[tuple[Chart, str]], found: list[Crossov
         charts = [(c, svg) for c, svg in rendered if c.section == section]
         if charts:
             parts.append(f'<section id="{_anchor(section)}"><h2>{html.escape(section)}</h2>'
-                         + "".join(_figure(c, svg, figures_dir) for c, svg in charts) + "</section>")
+                         + "".join(_figure(c, svg, figures_dir) for c, svg in charts)
+                         + "</section>")
     parts.append(_reproduce(sources))
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts.append(f'<footer>Written by seqarena {__version__} on {now}. Charts are also in '
@@ -158,8 +162,8 @@ def _page(inputs: Inputs, rendered: list[tuple[Chart, str]], found: list[Crossov
 def _header(machines: list[str]) -> str:
     where = "".join(f"<li>{html.escape(m)}</li>" for m in machines) or "<li>unknown machine</li>"
     return ('<header><h1>seqarena report</h1><p class="lede">Recurrent networks against '
-            'Transformers, measured. <span class="chip recurrent">recurrent</span> models are drawn '
-            'in blues, <span class="chip attention">attention</span> models in oranges.</p>'
+            'Transformers, measured. <span class="chip recurrent">recurrent</span> models are '
+            'drawn in blues, <span class="chip attention">attention</span> models in oranges.</p>'
             f'<div class="machine"><span>Measured on</span><ul>{where}</ul></div></header>')
 
 
@@ -185,8 +189,8 @@ def _glance(inputs: Inputs, found: list[Crossover]) -> str:
         by_mode[c.mode].append(c)
     for mode, cs in by_mode.items():
         cs.sort(key=lambda c: c.at)
-        said = "; ".join(f"{html.escape(c.winner)} overtakes {html.escape(c.loser)} at L ≈ {c.at:,.0f}"
-                         for c in cs)
+        said = "; ".join(f"{html.escape(c.winner)} overtakes {html.escape(c.loser)} "
+                         f"at L ≈ {c.at:,.0f}" for c in cs)
         items.append(f"<li><b>Crossover in {html.escape(mode)} throughput</b>: {said}</li>")
     stated = [line for b in inputs.benches for line in b.crossovers]
     if stated:  # the bench's own lines: every pair, at the lengths it measured
@@ -207,7 +211,8 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
         res = r.result
         if res is not None and res.status == "ok" and _finite(res.metric):
             k = (r.task, r.seq_len)
-            if k not in best or (res.metric > best[k] if res.higher_is_better else res.metric < best[k]):
+            better = res.higher_is_better
+            if k not in best or (res.metric > best[k] if better else res.metric < best[k]):
                 best[k] = res.metric
     head = ["model", "task", "L", "params", "metric", "train tokens/s", "peak memory", "wall time",
             "steps", "seed", "status"]
@@ -224,12 +229,13 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
             is_best = (r.task, r.seq_len) in best and res.metric == best[(r.task, r.seq_len)] \
                 and len([x for x in rows if (x.task, x.seq_len) == (r.task, r.seq_len)]) > 1
             metric = (f'<td class="num{" best" if is_best else ""}" data-value="{res.metric}">'
-                      f'<span class="unit">{html.escape(res.metric_name)}</span> {_fmt(res.metric)}</td>'
+                      f'<span class="unit">{html.escape(res.metric_name)}</span> '
+                      f'{_fmt(res.metric)}</td>'
                       if _finite(res.metric) else '<td class="num">–</td>')
             cells = [_model_cell(r.model, colour), _td(r.task), _num(res.seq_len),
                      _num(res.params), metric, _num(res.train_tokens_per_s, ",.0f"),
-                     _num(res.peak_mem_bytes / 2**20 if res.peak_mem_bytes else None, ",.1f", " MiB",
-                          raw=res.peak_mem_bytes),
+                     _num(res.peak_mem_bytes / 2**20 if res.peak_mem_bytes else None, ",.1f",
+                          " MiB", raw=res.peak_mem_bytes),
                      _num(res.wall_s, ".1f", " s", raw=res.wall_s), _num(res.steps), _num(res.seed),
                      f'<td><span class="status {"ok" if res.status == "ok" else "bad"}">'
                      f'{html.escape(res.status)}</span></td>']
@@ -269,7 +275,8 @@ def _bench_tables(inputs: Inputs, colour: Palette) -> str:
         if one_setting:
             unit += f"; {next(iter(lines))[2]}"
         out.append(f'<details open><summary>{mode} ({unit})</summary>'
-                   + _table(head, body, f"bench-{mode}", numeric=range(len(head) - len(cols), len(head)))
+                   + _table(head, body, f"bench-{mode}",
+                            numeric=range(len(head) - len(cols), len(head)))
                    + "</details>")
     return "".join(out) + "</section>"
 
@@ -313,7 +320,8 @@ def _reproduce(sources: list[Source]) -> str:
     for s in sources:
         rows.append("<tr>" + _td(s.kind) + f"<td><code>{html.escape(str(s.path))}</code></td>"
                     + _td(machine_label(s.machine) if s.machine else "–")
-                    + f"<td><code>{html.escape(shlex.join(s.command)) if s.command else '–'}</code></td>"
+                    + f"<td><code>{html.escape(shlex.join(s.command) if s.command else '–')}"
+                    + "</code></td>"
                     + "</tr>")
     return ('<section id="reproduce"><h2>Reproduce</h2><p class="hint">Every file this report '
             'read, the machine it was measured on, and the command that wrote it.</p>'
@@ -367,41 +375,49 @@ def _anchor(s: str) -> str:
 _HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>seqarena report</title>
 <style>
 :root { --ink:#0f172a; --muted:#475569; --faint:#94a3b8; --line:#e2e8f0; --bg:#f8fafc;
         --card:#ffffff; --rec:#2563eb; --att:#ea580c; --good:#15803d; --bad:#b91c1c; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--ink);
-       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+             sans-serif; }
 main { max-width: 1180px; margin: 0 auto; padding: 28px 28px 60px; }
 header h1 { font-size: 30px; letter-spacing: -0.02em; margin: 0 0 4px; }
 .lede { color: var(--muted); margin: 0 0 12px; }
 .machine { display:flex; gap:10px; align-items:baseline; color:var(--muted); font-size:14px; }
 .machine ul { margin:0; padding:0; list-style:none; }
 .machine li { color: var(--ink); font-weight: 500; }
-nav { position: sticky; top: 0; z-index: 2; background: rgba(248,250,252,.94); border-bottom: 1px solid var(--line);
-      margin: 18px -28px 8px; padding: 8px 28px; display:flex; flex-wrap:wrap; gap: 4px 18px; font-size:14px; }
+nav { position: sticky; top: 0; z-index: 2; background: rgba(248,250,252,.94);
+      border-bottom: 1px solid var(--line); margin: 18px -28px 8px; padding: 8px 28px;
+      display:flex; flex-wrap:wrap; gap: 4px 18px; font-size:14px; }
 nav a { color: var(--muted); text-decoration: none; }
 nav a:hover { color: var(--ink); }
 h2 { font-size: 21px; margin: 34px 0 10px; letter-spacing: -0.01em; }
 h3 { font-size: 16px; margin: 0; }
 section { scroll-margin-top: 48px; }
 .hint { color: var(--muted); margin: -4px 0 10px; font-size: 14px; }
-.chip { display:inline-block; padding: 0 8px; border-radius: 999px; font-size: 13px; color:#fff; font-weight:600; }
+.chip { display:inline-block; padding: 0 8px; border-radius: 999px; font-size: 13px;
+        color:#fff; font-weight:600; }
 .chip.recurrent { background: var(--rec); } .chip.attention { background: var(--att); }
-.notice { background:#fff7ed; border:1px solid #fed7aa; border-radius:10px; padding: 4px 18px 8px; margin-top:18px; }
+.notice { background:#fff7ed; border:1px solid #fed7aa; border-radius:10px;
+          padding: 4px 18px 8px; margin-top:18px; }
 .notice h2 { font-size:16px; margin: 10px 0 4px; color:#9a3412; }
 .notice p { margin: 0; color: var(--muted); font-size:14px; }
 .notice li { font-size: 13.5px; margin: 3px 0; }
-.glance { margin-top: 18px; background: var(--card); border:1px solid var(--line); border-radius:12px; padding: 2px 22px 10px; }
+.glance { margin-top: 18px; background: var(--card); border:1px solid var(--line);
+          border-radius:12px; padding: 2px 22px 10px; }
 .glance h2 { font-size: 17px; margin: 14px 0 6px; }
 .glance li { margin: 4px 0; }
-.scroll { overflow-x: auto; background: var(--card); border: 1px solid var(--line); border-radius: 10px; }
+.scroll { overflow-x: auto; background: var(--card); border: 1px solid var(--line);
+          border-radius: 10px; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
-th { text-align:left; font-weight:600; color: var(--muted); font-size: 12.5px; text-transform: uppercase;
-     letter-spacing: .03em; padding: 9px 12px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th { text-align:left; font-weight:600; color: var(--muted); font-size: 12.5px;
+     text-transform: uppercase; letter-spacing: .03em; padding: 9px 12px;
+     border-bottom: 1px solid var(--line); white-space: nowrap; }
 td { padding: 7px 12px; border-bottom: 1px solid #f1f5f9; vertical-align: top; }
 tbody tr:nth-child(even) { background: #fbfdff; }
 tbody tr:hover { background: #f1f5f9; }
@@ -413,19 +429,23 @@ td.model { font-weight: 600; white-space: nowrap; }
 .unit, .sub { color: var(--faint); font-weight: 400; font-size: 12px; }
 .sub { display:block; }
 .status { font-size: 12px; padding: 1px 8px; border-radius: 999px; font-weight: 600; }
-.status.ok { background:#dcfce7; color: var(--good); } .status.bad { background:#fee2e2; color: var(--bad); }
+.status.ok { background:#dcfce7; color: var(--good); }
+.status.bad { background:#fee2e2; color: var(--bad); }
 details { margin: 10px 0; } summary { cursor: pointer; font-weight: 600; margin-bottom: 6px; }
-figure { background: var(--card); border: 1px solid var(--line); border-radius: 12px; margin: 0 0 18px;
-         padding: 16px 18px 12px; }
-.fighead { display:flex; justify-content: space-between; align-items: baseline; margin-bottom: 6px; }
+figure { background: var(--card); border: 1px solid var(--line); border-radius: 12px;
+         margin: 0 0 18px; padding: 16px 18px 12px; }
+.fighead { display:flex; justify-content: space-between; align-items: baseline;
+           margin-bottom: 6px; }
 .links { font-size: 13px; } .links a { color: var(--muted); }
 svg.chart { width: 100%; height: auto; display: block; margin: 0 auto; }
-figcaption { font-size: 13.5px; color: var(--muted); border-top: 1px solid #f1f5f9; margin-top: 8px; padding-top: 8px; }
+figcaption { font-size: 13.5px; color: var(--muted); border-top: 1px solid #f1f5f9;
+             margin-top: 8px; padding-top: 8px; }
 figcaption p { margin: 0 0 6px; color: var(--ink); }
-figcaption .k { display:inline-block; min-width: 72px; color: var(--faint); text-transform: uppercase;
-                font-size: 11.5px; letter-spacing: .04em; }
-code { font: 12.5px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace;
-       background: #f1f5f9; padding: 1px 5px; border-radius: 5px; word-break: break-all; }
+figcaption .k { display:inline-block; min-width: 72px; color: var(--faint);
+                text-transform: uppercase; font-size: 11.5px; letter-spacing: .04em; }
+code { font: 12.5px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono",
+             monospace; background: #f1f5f9; padding: 1px 5px; border-radius: 5px;
+       word-break: break-all; }
 footer { margin-top: 40px; color: var(--faint); font-size: 13px; }
 </style></head>
 <body><main>
