@@ -119,3 +119,14 @@ def test_compare_config_routes_training_keys_and_refuses_per_run_keys():
         compare_config_from({"modles": ["lstm"]})
     with pytest.raises(ConfigError, match="seeds lists a value twice"):
         CompareConfig(seeds=(1, 1), train=TrainConfig())
+
+
+def test_the_budget_is_steps_or_seconds_and_giving_one_drops_the_default_of_the_other():
+    default = compare_config_from().train
+    assert default.steps > 0 and default.budget_seconds > 0  # whichever comes first
+    by_steps = compare_config_from({"steps": 50}).train
+    assert (by_steps.steps, by_steps.budget_seconds) == (50, 0.0)
+    by_time = compare_config_from({"budget_seconds": 20.0}).train
+    assert by_time.budget_seconds == 20.0 and by_time.steps >= 10**9
+    both = compare_config_from({"steps": 50}, {"budget_seconds": 20.0}).train
+    assert (both.steps, both.budget_seconds) == (50, 20.0)

@@ -243,6 +243,7 @@ def _compare_defaults() -> dict:
     c, t = CompareConfig(), DEFAULT_TRAIN
     return {"models": ",".join(c.models), "seq_lens": ",".join(map(str, c.seq_lens)),
             "seeds": ",".join(map(str, c.seeds)), "task": t.task, "steps": t.steps,
+            "budget_seconds": t.budget_seconds,
             "batch_size": t.batch_size, "d_model": t.d_model, "layers": t.layers, "lr": t.lr,
             "eval_every": t.eval_every, "device": t.device}
 
@@ -324,8 +325,6 @@ def compare(config_file, models, seq_lens, seeds, **given):
     lists = {"models": _csv(models, str, "--models"), "seq_lens": _csv(seq_lens, int, "--seq-lens"),
              "seeds": _csv(seeds, int, "--seeds")}
     flags = {**_flag_layer(given), **{k: v for k, v in lists.items() if v is not None}}
-    if "budget_seconds" in flags and "steps" not in flags:
-        flags["steps"] = 10**9  # the time budget alone ends each run
     cfg = compare_config_from(read_toml(config_file) if config_file else {}, flags,
                               where=config_file or "flags")
     outcome = run_compare(cfg, echo=click.echo)

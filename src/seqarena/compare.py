@@ -28,9 +28,13 @@ from seqarena.tasks import make_task
 from seqarena.train import TrainConfig, config_from, set_threads, train
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
-# The budget of the default comparison, measured to finish in about 6 minutes on 2 CPU cores.
-DEFAULT_TRAIN = TrainConfig(task="adding", steps=600, batch_size=32, d_model=64, lr=3e-3,
-                            eval_every=200, checkpoint_every=0, keep_checkpoints=1)
+# The default budget: 600 steps, or 30 s of training if a run gets there first, so that the 10
+# runs of the default comparison end in about 6 minutes on 2 CPU cores even when a slow kernel
+# or a busy machine would stretch them (the table shows the steps each run made).
+DEFAULT_TRAIN = TrainConfig(task="adding", steps=600, budget_seconds=30.0, batch_size=32,
+                            d_model=64, lr=3e-3, eval_every=200, checkpoint_every=0,
+                            keep_checkpoints=1)
+UNBOUNDED_STEPS = 10**9  # the steps of a run that only a time budget ends
 TOLERANCE = 0.10  # parameter counts must land within 10 % of the target
 
 
@@ -63,9 +67,15 @@ _PER_RUN = {"model": "models", "seq_len": "seq_lens", "seed": "seeds", "name": "
 
 
 def compare_config_from(*layers: dict[str, Any], where: str = "config") -> CompareConfig:
-    """A CompareConfig from dicts (TOML, flags) applied in order; training keys go to `train`."""
+    """A CompareConfig from dicts (TOML, flags) applied in order; training keys go to `train`.
+    The budget is steps or seconds: giving only one of them drops the default of the other."""
     own: dict[str, Any] = {}
     training: list[dict[str, Any]] = [dataclasses.asdict(DEFAULT_TRAIN)]
+    given = set().union(*layers)
+    if "steps" in given and "budget_seconds" not in given:
+        training.append({"budget_seconds": 0.0})
+    if "budget_seconds" in given and "steps" not in given:
+        training.append({"steps": UNBOUNDED_STEPS})
     for layer in layers:
         for key in sorted(set(layer) & set(_PER_RUN)):
             raise ConfigError(f"{where}: {key!r} varies across a comparison; set "
@@ -141,8 +151,8 @@ class CompareOutcome:
 
 def held_equal(cfg: CompareConfig, target: int, threads: int) -> dict[str, Any]:
     t = cfg.train
-    budget = {"budget_seconds": t.budget_seconds} if t.budget_seconds else {"steps": t.steps}
-    return {"task": t.task, "task_args": t.task_args, **budget, "batch_size": t.batch_size,
+    return {"task": t.task, "task_args": t.task_args, "steps": t.steps,
+            "budget_seconds": t.budget_seconds, "batch_size": t.batch_size,
             "layers": t.layers, "optimizer": "AdamW", "lr": t.lr, "weight_decay": t.weight_decay,
             "warmup": t.warmup, "min_lr": t.min_lr, "clip": t.clip, "dropout": t.dropout,
             "params_target": target, "params_tolerance": TOLERANCE, "seeds": list(cfg.seeds),
@@ -150,8 +160,10 @@ def held_equal(cfg: CompareConfig, target: int, threads: int) -> dict[str, Any]:
 
 
 def describe_held_equal(h: dict[str, Any]) -> str:
-    budget = f"{h['budget_seconds']:g} s of training" if "budget_seconds" in h \
-        else f"{h['steps']} steps"
+    steps = f"{h['steps']} steps" if h["steps"] < UNBOUNDED_STEPS else ""
+    seconds = f"{h['budget_seconds']:g} s of training" if h["budget_seconds"] else ""
+    budget = f"{steps} or {seconds}, whichever comes first" if steps and seconds \
+        else steps or seconds
     args = "".join(f" {k}={v}" for k, v in h["task_args"].items())
     return (f"held equal: task {h['task']}{args}, {budget}, batch {h['batch_size']}, "
             f"{h['layers']} layer(s), AdamW lr {h['lr']:g} (warm-up {h['warmup']:.0%}, cosine to "

@@ -424,71 +424,76 @@ class Trainer:
             pass
         if state:
             checkpoint.set_rng_state(state["rng"])
-        status, stopped = "ok", ""
-        params = [p for p in self.model.parameters() if p.requires_grad]
         bar = _progress_bar(cfg, self.step)
+        try:
+            _release_freed_memory()
+            with PeakMemory(self.device) as mem:
+                status, stopped = self.loop(batches, bar)
+            self.peak_mem = max(self.peak_mem, mem.peak_bytes)
+            if status == "ok" and self.saved_step != self.step:
+                self.save()
+            return self.finish(status, stopped)
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    def loop(self, batches, bar) -> tuple[str, str]:
+        """Train until the steps or the budget run out; (status, why it stopped early)."""
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
         first_step, since = True, (self.step, self.train_s)
-        _release_freed_memory()
-        with PeakMemory(self.device) as mem:
-            while self.step < cfg.steps:
-                if cfg.budget_seconds and self.train_s >= cfg.budget_seconds:
-                    stopped = f"stopped by the time budget of {cfg.budget_seconds:g} s"
-                    break
-                batch = next(batches).to(self.device)
-                self.batches_drawn += 1
-                t0 = time.perf_counter()
-                lr = cfg.lr * lr_factor(self.progress(), cfg.warmup, cfg.min_lr)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                with self.autocast():
-                    loss = self.task.loss(self.model(batch), batch)
-                if not torch.isfinite(loss):
-                    status, stopped = "nan", f"loss became {loss.item()} at step {self.step + 1}"
-                    break
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip or math.inf)
-                if not torch.isfinite(grad_norm):
-                    status, stopped = "nan", f"gradient norm became {grad_norm.item()} at step " \
-                                             f"{self.step + 1}"
-                    break
-                self.optimizer.step()
-                loss_value = loss.item()  # also waits for the device, so the timing is honest
-                dt = time.perf_counter() - t0
-                self.step += 1
-                self.train_s += dt
-                if not first_step:  # the first step pays for allocation and kernel selection
-                    self.timed_tokens += batch.x.shape[0] * cfg.seq_len
-                    self.timed_s += dt
-                first_step = False
-                bar.update(1)
+        while self.step < cfg.steps:
+            if cfg.budget_seconds and self.train_s >= cfg.budget_seconds:
+                return "ok", f"stopped by the time budget of {cfg.budget_seconds:g} s"
+            batch = next(batches).to(self.device)
+            self.batches_drawn += 1
+            t0 = time.perf_counter()
+            lr = cfg.lr * lr_factor(self.progress(), cfg.warmup, cfg.min_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self.autocast():
+                loss = self.task.loss(self.model(batch), batch)
+            if not torch.isfinite(loss):
+                return "nan", f"loss became {loss.item()} at step {self.step + 1}"
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip or math.inf)
+            if not torch.isfinite(grad_norm):
+                return "nan", f"gradient norm became {grad_norm.item()} at step {self.step + 1}"
+            self.optimizer.step()
+            loss_value = loss.item()  # also waits for the device, so the timing is honest
+            dt = time.perf_counter() - t0
+            self.step += 1
+            self.train_s += dt
+            if not first_step:  # the first step pays for allocation and kernel selection
+                self.timed_tokens += batch.x.shape[0] * cfg.seq_len
+                self.timed_s += dt
+            first_step = False
+            bar.update(1)
 
-                record: dict[str, Any] = {}
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    tokens = (self.step - since[0]) * cfg.batch_size * cfg.seq_len
-                    record = {"step": self.step, "loss": loss_value, "lr": lr,
-                              "grad_norm": grad_norm.item(),
-                              "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
-                              "wall_s": self.wall_s()}
-                    since = (self.step, self.train_s)
-                    bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
-                    record = {"step": self.step, **record, **self.evaluate("val")}
-                    if self.early_stop(record):
-                        stopped = f"early stopping: no better validation {self.task.metric_name} " \
-                                  f"in {cfg.patience} evaluations"
-                if record:
-                    self.log(record)
-                if stopped:
-                    break
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save()
-        bar.close()
-        self.peak_mem = max(self.peak_mem, mem.peak_bytes)
-        if status == "ok" and self.saved_step != self.step:
-            self.save()
-        return self.finish(status, stopped)
+            record: dict[str, Any] = {}
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                tokens = (self.step - since[0]) * cfg.batch_size * cfg.seq_len
+                record = {"step": self.step, "loss": loss_value, "lr": lr,
+                          "grad_norm": grad_norm.item(),
+                          "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
+                          "wall_s": self.wall_s()}
+                since = (self.step, self.train_s)
+                bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
+            stop = False
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                record = {"step": self.step, **record, **self.evaluate("val")}
+                stop = self.early_stop(record)
+            if record:
+                self.log(record)
+            if stop:
+                return "ok", f"early stopping: no better validation {self.task.metric_name} " \
+                             f"in {cfg.patience} evaluations"
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save()
+        return "ok", ""
 
     def early_stop(self, record: dict[str, Any]) -> bool:
         value = record[f"val_{self.task.metric_name}"]
