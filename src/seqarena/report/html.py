@@ -14,6 +14,7 @@ import math
 import re
 import shlex
 import sys
+import urllib.parse
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -62,18 +63,18 @@ def write_report(paths: list, out: str | Path | None = None,
         if log:
             log(f"seqarena report: skipped {line}")
     figures = out.with_name(out.stem + "_figures")
-    with matplotlib.rc_context(STYLE):
-        charts, found = _charts(inputs)
-        rendered = [(c, _render(c, figures)) for c in charts]
-    atomic_write_text(out, _page(inputs, rendered, found, figures.name))
-    return out
-
-
-def _charts(inputs: Inputs) -> tuple[list[Chart], list[Crossover]]:
     models = [r.model for r in inputs.runs] + [r.model for b in inputs.benches for r in b.results]
     models += [r.get("model", "") for a in inputs.analyses for r in a.get("results", [])]
     models += [a.get("model", "") for a in inputs.analyses]
-    colour = Palette(m for m in models if m)
+    colour = Palette(m for m in models if m)  # one colour per model, in charts and tables alike
+    with matplotlib.rc_context(STYLE):
+        charts, found = _charts(inputs, colour)
+        rendered = [(c, _render(c, figures)) for c in charts]
+    atomic_write_text(out, _page(inputs, colour, rendered, found, figures.name))
+    return out
+
+
+def _charts(inputs: Inputs, colour: Palette) -> tuple[list[Chart], list[Crossover]]:
     charts = training_curves(inputs.runs, colour) + metric_vs_length(inputs.runs, colour)
     bench, found = bench_charts(inputs.benches, colour)
     charts += bench
@@ -121,12 +122,10 @@ def _render(chart: Chart, figures: Path) -> str:
 
 # --- page -----------------------------------------------------------------------------------
 
-def _page(inputs: Inputs, rendered: list[tuple[Chart, str]], found: list[Crossover],
-          figures_dir: str) -> str:
+def _page(inputs: Inputs, colour: Palette, rendered: list[tuple[Chart, str]],
+          found: list[Crossover], figures_dir: str) -> str:
     sources = inputs.sources()
     machines = list(dict.fromkeys(machine_label(s.machine) for s in sources if s.machine))
-    colour = Palette([r.model for r in inputs.runs] + [r.model for b in inputs.benches
-                                                        for r in b.results])
     parts = [_header(machines)]
     nav = [("summary", "Summary")] if inputs.runs else []
     nav += [("bench", "Bench tables")] if any(b.results for b in inputs.benches) else []
@@ -308,8 +307,8 @@ def _figure(c: Chart, svg: str, figures_dir: str) -> str:
         meta += f'<div><span class="k">machine</span> {html.escape("; ".join(machines))}</div>'
     for cmd in commands:
         meta += f'<div><span class="k">reproduce</span> <code>{html.escape(cmd)}</code></div>'
-    links = (f'<a href="{figures_dir}/{c.slug}.png">PNG</a> · '
-             f'<a href="{figures_dir}/{c.slug}.svg">SVG</a>')
+    where = urllib.parse.quote(f"{figures_dir}/{c.slug}")
+    links = f'<a href="{where}.png">PNG</a> · <a href="{where}.svg">SVG</a>'
     return (f'<figure id="fig-{c.slug}"><div class="fighead"><h3>{html.escape(c.title)}</h3>'
             f'<span class="links">{links}</span></div>{svg}<figcaption><p>{html.escape(c.note)}</p>'
             f'{meta}</figcaption></figure>')

@@ -31,15 +31,6 @@ def metric_key(run: Run) -> str | None:
     return sorted(names)[0] if names else None
 
 
-def _run_label(run: Run, many_seeds: bool) -> str:
-    label = run.model
-    if many_seeds and run.seed is not None:
-        label += f" (seed {run.seed})"
-    if run.result is None:
-        label += " (stopped)"
-    return label
-
-
 def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
     """Loss and metric against step, per task and length; all models on the same axes."""
     groups = defaultdict(list)
@@ -53,10 +44,7 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
         has_metric = any(sum(finite(row.get(keys[id(r)])) for row in r.metrics) > 1
                          for r in group if keys[id(r)])
         fig, axes = figure_grid(2 if has_metric else 1)
-        seeds = defaultdict(int)
-        for r in group:
-            seeds[r.model] += 1
-        labelled = set()
+        labelled = set()  # one legend entry per model, however many seeds
         for r in sorted(group, key=lambda r: (model_order(r.model), r.seed or 0)):
             style = dict(color=colour(r.model), linestyle="-" if r.result else "--")
             label = r.model + ("" if r.result else " (stopped)")
@@ -77,7 +65,7 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
                     axes[1].plot(x, y, marker="o", label=label, **style)
         axes[0].set_title("Training loss")
         axes[0].set_xlabel("step (optimizer updates)")
-        axes[0].set_ylabel("loss (task loss, smoothed)")
+        axes[0].set_ylabel(f"loss ({task}'s training loss)")
         all_loss = [row["loss"] for r in group for row in r.metrics
                     if finite(row.get("loss")) and row["loss"] > 0]
         if all_loss and max(all_loss) / min(all_loss) > 20:
@@ -96,7 +84,8 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
                             f"Learning curves: {where}", fig,
                             "Each model trained on the same task, length and budget. Recurrent "
                             "models are drawn in blues, attention models in oranges; dashed lines "
-                            "are runs that stopped early.", _sources(group)))
+                            "are runs that stopped early. Long curves are smoothed (exponential "
+                            "moving average), the raw loss faint behind.", _sources(group)))
     return charts
 
 
