@@ -73,3 +73,12 @@ def test_a_missing_peer_package_is_a_note_not_a_failure(capsys, tmp_path, monkey
                            "--modes", "prefill", "--out", str(tmp_path))
     assert code == 0
     assert "mambapy package, not installed" in out and "torch.nn.GRU" in out
+
+
+def test_help_names_every_peer(capsys):
+    from seqarena.bench.peers import PEERS
+
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    unwrapped = "".join(out.split())  # click wraps lines, possibly inside a hyphenated name
+    assert all(name in unwrapped for name in PEERS.names())

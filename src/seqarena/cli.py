@@ -388,7 +388,9 @@ def tasks(names: tuple[str, ...], as_json: bool):
 @click.option("--device", help="Comma-separated of cpu, cuda (default: cpu, and cuda if present).")
 @click.option("--dtype", help="Comma-separated of float32, bfloat16, float16 (default: float32).")
 @click.option("--peers", is_flag=False, flag_value="all",
-              help="Also time other implementations: comma-separated names, or no value for all.")
+              help="Also time other implementations (torch-transformer, torch-lstm, torch-gru, "
+                   "x-transformers, mingru-pytorch, mambapy, manual-attention): comma-separated "
+                   "names, or no value for all.")
 @click.option("--quick", is_flag=True, help="Every model at three short lengths, small shapes.")
 @click.option("--time-budget", type=float,
               help="Seconds per point before it is recorded as a timeout (default: 60; quick: 10).")
