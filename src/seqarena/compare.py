@@ -25,7 +25,7 @@ import torch
 from seqarena.errors import ConfigError, UserError
 from seqarena.results import RunResult, write_results
 from seqarena.tasks import make_task
-from seqarena.train import TrainConfig, config_from, set_threads, train
+from seqarena.train import TrainConfig, config_from, resolve_device, set_threads, train
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
 # The default budget: 600 steps, or 30 s of training if a run gets there first, so that the 10
@@ -77,9 +77,10 @@ def compare_config_from(*layers: dict[str, Any], where: str = "config") -> Compa
     if "budget_seconds" in given and "steps" not in given:
         training.append({"steps": UNBOUNDED_STEPS})
     for layer in layers:
-        for key in sorted(set(layer) & set(_PER_RUN)):
-            raise ConfigError(f"{where}: {key!r} varies across a comparison; set "
-                              f"{_PER_RUN[key]!r} instead")
+        clash = sorted(set(layer) & set(_PER_RUN))
+        if clash:
+            raise ConfigError(f"{where}: {clash[0]!r} varies across a comparison; set "
+                              f"{_PER_RUN[clash[0]]!r} instead")
         own.update({k: tuple(v) if isinstance(v, list) else v for k, v in layer.items() if k in _OWN})
         training.append({k: v for k, v in layer.items() if k not in _OWN})
     return CompareConfig(**own, train=config_from(*training, where=where))
@@ -114,7 +115,7 @@ def closest(params_at: Callable[[int], int], target: int, lo: int = 1, hi: int =
             a = mid + 1
         else:
             b = mid
-    return min({max(lo, a - 1), a}, key=lambda v: abs(params_at(v) - target))
+    return min((a - 1, a) if a > lo else (a,), key=lambda v: abs(params_at(v) - target))
 
 
 def size_models(models: tuple[str, ...], task, d_model: int, layers: int,
@@ -127,12 +128,16 @@ def size_models(models: tuple[str, ...], task, d_model: int, layers: int,
     sizes = []
     for model in models:
         if "d_ff" in config_fields(model):  # keep the attention width, trade feed-forward width
-            d_ff = closest(lambda v: count(task, model, d_model, layers, d_ff=v), target)
-            args = {"d_ff": d_ff}
-            sizes.append(Sizing(model, d_model, args, count(task, model, d_model, layers, **args)))
+            size = lambda v: (d_model, {"d_ff": v})  # noqa: E731
         else:
-            width = closest(lambda v: count(task, model, v, layers), target)
-            sizes.append(Sizing(model, width, {}, count(task, model, width, layers)))
+            size = lambda v: (v, {})  # noqa: E731
+
+        def params_at(v: int) -> int:
+            width, args = size(v)
+            return count(task, model, width, layers, **args)
+
+        width, args = size(closest(params_at, target))
+        sizes.append(Sizing(model, width, args, count(task, model, width, layers, **args)))
     return target, sizes
 
 
@@ -156,7 +161,7 @@ def held_equal(cfg: CompareConfig, target: int, threads: int) -> dict[str, Any]:
             "layers": t.layers, "optimizer": "AdamW", "lr": t.lr, "weight_decay": t.weight_decay,
             "warmup": t.warmup, "min_lr": t.min_lr, "clip": t.clip, "dropout": t.dropout,
             "params_target": target, "params_tolerance": TOLERANCE, "seeds": list(cfg.seeds),
-            "threads": threads, "device": t.device}
+            "threads": threads, "device": str(resolve_device(t.device))}
 
 
 def describe_held_equal(h: dict[str, Any]) -> str:
@@ -168,7 +173,7 @@ def describe_held_equal(h: dict[str, Any]) -> str:
     return (f"held equal: task {h['task']}{args}, {budget}, batch {h['batch_size']}, "
             f"{h['layers']} layer(s), AdamW lr {h['lr']:g} (warm-up {h['warmup']:.0%}, cosine to "
             f"{h['min_lr']:.0%}), clip {h['clip']:g}, params {h['params_target']:,} "
-            f"(±{h['params_tolerance']:.0%}), seeds {', '.join(map(str, h['seeds']))}, "
+            f"(±{h['params_tolerance']:.0%}), seeds ({', '.join(map(str, h['seeds']))}), "
             f"{h['threads']} CPU thread(s), device {h['device']}")
 
 

@@ -10,10 +10,11 @@ the backbone; this file only runs AdamW over their parameters and writes what ha
     runs/<name>/checkpoints/     see seqarena.checkpoint
 
 Precision: on CUDA the forward pass and the loss run under bf16 autocast, which lowers matmuls
-and attention to bf16 and keeps reductions and losses in float32. Recurrences and scans are the
-models' business: each recurrent model runs its recurrence in float32 inside the autocast region
-(a long product of bf16 gates loses the signal), so the trainer needs no per-model special case.
-On CPU everything is float32.
+and attention to bf16 and keeps reductions and losses in float32; weights, gradients and AdamW's
+state stay float32. Keeping recurrences and scans in float32 is part of the model contract, not
+a special case here: a long product of bf16 gates loses the signal, so a recurrent model turns
+autocast off around its recurrence (`torch.autocast(device_type, enabled=False)` and float32
+inputs). On CPU everything is float32.
 
 Data parallelism: every process draws its own training stream (stream = its rank, beside the
 task's seed) and only rank 0 writes files (`self.main`); wrapping the model for DDP is the one
