@@ -222,34 +222,54 @@ def test_clip_is_applied_during_training(tmp_path, monkeypatch):
     assert seen == [0.25, 0.25, math.inf, math.inf]
 
 
+def kill_training_at_batch(monkeypatch, task_cls, n):
+    """Make the training stream of task_cls raise KeyboardInterrupt when batch n is drawn."""
+    real = task_cls.batches
+
+    def dying(self, split, batch_size, seed=0):
+        stream = real(self, split, batch_size, seed)
+        if split != "train":
+            return stream
+        return (b if i < n - 1 else (_ for _ in ()).throw(KeyboardInterrupt())
+                for i, b in enumerate(stream))
+
+    monkeypatch.setattr(task_cls, "batches", dying)
+
+
+def logged(run_dir):
+    return [(r["step"], r["loss"], r["lr"], r["grad_norm"], r.get("val_mse"))
+            for r in read_metrics(run_dir) if "loss" in r]
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):
     """A run killed at step 13 (after its checkpoint at 10) and resumed logs the same losses at
     every step as a run that was never stopped, dropout included."""
     cfg = dict(steps=30, dropout=0.2, layers=2, eval_every=5)
     train(toy_config(tmp_path, name="straight", **cfg))
-
-    real = ToyMean.batches
-
-    def dies_at_batch_14(self, split, batch_size, seed=0):
-        stream = real(self, split, batch_size, seed)
-        if split != "train":
-            return stream
-        return (b if i < 13 else (_ for _ in ()).throw(KeyboardInterrupt()) for i, b in enumerate(stream))
-
-    monkeypatch.setattr(ToyMean, "batches", dies_at_batch_14)
+    kill_training_at_batch(monkeypatch, ToyMean, 14)
     with pytest.raises(KeyboardInterrupt):
         train(toy_config(tmp_path, name="stopped", **cfg))
     assert max(r["step"] for r in read_metrics(tmp_path / "stopped")) == 13
-    monkeypatch.setattr(ToyMean, "batches", real)
+    monkeypatch.undo()
     train(toy_config(tmp_path, name="stopped", **cfg), resume=True)
+    resumed = logged(tmp_path / "stopped")
+    assert [step for step, *_ in resumed] == list(range(1, 31))
+    assert resumed == logged(tmp_path / "straight")  # bitwise
 
-    def losses(name):
-        return [(r["step"], r["loss"], r["lr"], r.get("val_mse")) for r in read_metrics(tmp_path / name)
-                if "loss" in r]
 
-    straight, resumed = losses("straight"), losses("stopped")
-    assert [s for s, *_ in resumed] == list(range(1, 31))
-    assert resumed == straight  # bitwise
+def test_resume_is_exact_for_a_real_model_and_task(tmp_path, monkeypatch):
+    """The same, through the registry: a Transformer with dropout on MQAR's numpy stream."""
+    from seqarena.tasks.synthetic import MQAR
+
+    cfg = dict(model="transformer", task="mqar", seq_len=24, task_args={"pairs": 4, "vocab": 16},
+               steps=12, checkpoint_every=6, eval_every=4, dropout=0.1, batch_size=8)
+    train(toy_config(tmp_path, name="straight", **cfg))
+    kill_training_at_batch(monkeypatch, MQAR, 9)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_config(tmp_path, name="stopped", **cfg))
+    monkeypatch.undo()
+    train(toy_config(tmp_path, name="stopped", **cfg), resume=True)
+    assert logged(tmp_path / "stopped") == logged(tmp_path / "straight")
 
 
 def test_resume_refuses_a_different_config(tmp_path):
