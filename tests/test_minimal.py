@@ -1,4 +1,4 @@
-"""minGRU and minLSTM: every impl against the loop, step-by-step decoding, and numpy equations.
+"""minGRU and minLSTM: every impl against the token-by-token cell, decoding, numpy equations.
 
 Tolerances: float64 paths must agree to 1e-10. float32 paths are compared with the float64
 sequential path on the same weights: max |error| <= 1e-5 * (1 + max |reference|), outputs and
@@ -55,7 +55,7 @@ def stepwise(model, x):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("L", [1, 2, 3, 17, 64])
-def test_every_impl_matches_the_sequential_loop_outputs_and_gradients(name, L):
+def test_every_impl_matches_the_sequential_mode_outputs_and_gradients(name, L):
     g = torch.Generator().manual_seed(L)
     x = torch.randn(3, L, 6, generator=g, dtype=torch.float64)
     weight = torch.randn(3, L, 6, generator=g, dtype=torch.float64)
@@ -134,7 +134,7 @@ def sigmoid(x):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cell_equations_match_a_hand_written_numpy_computation(name):
-    """h_t = (1 - z_t) h_{t-1} + z_t g(x~_t) (minGRU), h_t = f'_t h_{t-1} + i'_t g(x~_t) (minLSTM)."""
+    """minGRU: h_t = (1 - z_t) h_{t-1} + z_t g(x~_t); minLSTM: h_t = f'_t h_{t-1} + i'_t g(x~_t)."""
     model = build(name, d_model=3, layers=1, expansion=1.0)
     with torch.no_grad():  # random norm parameters, so they are tested too
         for p in model.parameters():

@@ -27,23 +27,25 @@ from torch import nn
 
 from seqarena.errors import ConfigError
 from seqarena.models.registry import ModelConfig, register_model
-from seqarena.models.scan import scan_chunked, scan_log, scan_sequential, tree_scan_
+from seqarena.models.scan import scan_chunked, scan_log, tree_scan_
 
 # B batch, L length, D model width, N state width (expansion * D)
 
 IMPLS = ("scan", "chunked", "logscan", "sequential")
-SCANS = {"chunked": scan_chunked, "sequential": scan_sequential}
 
 
 @dataclass(frozen=True)
 class MinimalConfig(ModelConfig):
+    """mingru and minlstm; dropout (from ModelConfig) applies to each residual branch."""
+
     expansion: float = 1.0  # state width N = expansion * d_model; minGRU-pytorch's minLM uses 1.5
     ff_mult: float = 0.0  # hidden width of an MLP after each cell, times d_model (minLM: 4);
-    #                       0 = none, so a layer is one cell like an LSTM layer, and layers count alike
+    #                       0 = none: a layer is one cell, as an LSTM layer is, so layers compare
     impl: str = "scan"  # "scan": gates and tree scan fused in one autograd node (fastest, exact);
     #                     "chunked": the chunked scan; "logscan": Heinsen's log-space scan, the
     #                     paper's appendix B (loses float32 precision over long spans of small
-    #                     gates); "sequential": the loop. All but "scan" use autograd on the cells.
+    #                     gates); "sequential": the paper's sequential mode, the cell (its Linear
+    #                     included) token by token, as an RNN runs. All but "scan" use autograd.
 
     def validate(self) -> None:
         super().validate()
@@ -85,12 +87,14 @@ class MinGRUCell:
 
 
 class MinLSTMCell:
+    """The coefficients of h_t = a_t h_{t-1} + b_t, from u = Linear(x) = [kf, ki, x~]."""
+
     n_proj = 3  # slices of u: forget kf, input ki, candidate x~
 
     @staticmethod
     def _log_ratio(kf, ki):
-        # log(i / f) = log i - log f; f' = sigmoid(-log(i/f)) even where f and i underflow, which
-        # f / (f + i) would turn into 0 / 0
+        # r = log(i / f) = log i - log f with log sigmoid(k) = -softplus(-k); f' = sigmoid(-r) and
+        # i' = sigmoid(r) stay exact where f and i underflow, which f / (f + i) turns into 0 / 0
         return F.softplus(-kf) - F.softplus(-ki)
 
     @staticmethod
@@ -110,11 +114,11 @@ class _FusedMinScan(torch.autograd.Function):
     """`cell.coefficients(u)` then `scan_tree`, in one autograd node with a written-out backward.
 
     The same maths as the cells above (tests hold it to them and to the loop), arranged for
-    memory traffic, which is what elementwise work costs on a CPU: 6 passes over (B, L, N)
-    forward and 11 backward plus the scans, against ~45 when autograd runs the cell and the scan
-    op by op; 3 fresh (B, L, N) buffers saved instead of ~8 (a fresh buffer costs more than a
-    pass: its pages are faulted in and zeroed); no torch.where, slow on CPU (g(x) = max(x + 0.5,
-    sigmoid(x)), since x + 0.5 >= sigmoid(x) exactly when x >= 0); one gradient buffer, no cat.
+    memory traffic, which is what elementwise work costs on a CPU: minGRU makes 6 passes over
+    (B, L, N) forward and 9 backward besides the two scans, and 6 fresh (B, L, N) buffers,
+    where autograd on the cell makes about 20 of each (a fresh buffer can cost more than a pass:
+    its pages are faulted in and zeroed). No torch.where, slow on CPU: g(x) = max(x + 0.5,
+    sigmoid(x)), since x + 0.5 >= sigmoid(x) exactly when x >= 0. One gradient buffer, no cat.
     Both cells are h_t = (1 - z_t) h_{t-1} + z_t g(x~_t) with z_t = sigmoid(r_t): minGRU's r
     is k, minLSTM's is log(i_t / f_t), so that i'_t = z_t and f'_t = 1 - z_t.
     """
@@ -122,42 +126,44 @@ class _FusedMinScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, lstm):
         n = u.shape[-1] // (3 if lstm else 2)
-        x = u[..., -n:]  # (B, L, N), as every u slice below
-        r = MinLSTMCell._log_ratio(u[..., :n], u[..., n:2 * n]) if lstm else u[..., :n]
+        x = u[..., -n:]  # (B, L, N), as are all slices of u below
+        r = u[..., :n]  # minGRU's k
+        if lstm:  # minLSTM's log(i / f), built in place
+            r = F.softplus(u[..., :n].neg()).sub_(F.softplus(u[..., n:2 * n].neg()))
+        z = torch.sigmoid(r)
+        a = 1.0 - z  # from z rather than sigmoid(-r): exact where a ~ 1, where long memory lives
         h = x + 0.5
         g_x = torch.sigmoid(x)
         torch.maximum(g_x, h, out=g_x)
-        a = torch.sigmoid(r)  # z_t for now
-        torch.mul(a, g_x, out=h)  # b_t
-        a.neg_().add_(1.0)  # 1 - z_t, from z rather than sigmoid(-r): exact where a ~ 1
+        torch.mul(z, g_x, out=h)  # b_t
         tree_scan_(a, h)
         ctx.lstm = lstm
-        ctx.save_for_backward(u, a, g_x, h)
+        ctx.save_for_backward(u, z, a, g_x, h)
         return h
 
     @staticmethod
     def backward(ctx, grad_h):
-        u, a, g_x, h = ctx.saved_tensors
+        u, z, a, g_x, h = ctx.saved_tensors
         n = h.shape[-1]
         x, r_slot = u[..., -n:], slice(-2 * n, -n)
         grad_u = torch.empty_like(u)
         grad_r, grad_x = grad_u[..., r_slot], grad_u[..., -n:]  # (B, L, N) each
         grad_z = grad_h.clone()
         tree_scan_(a, grad_z, reverse=True)  # dLoss/db_t
-        r = MinLSTMCell._log_ratio(u[..., :n], u[..., n:2 * n]) if ctx.lstm else u[..., :n]
-        grad_z.mul_(torch.sigmoid(r, out=grad_x))  # dLoss/db_t * z_t; grad_x is scratch here
-        # dh_t/dx~_t = z_t g'(x~_t): g' = 1 for x >= 0, else sigmoid' = g (1 - g)
+        grad_z.mul_(z)  # dLoss/db_t * z_t, in place: dLoss/db is not needed again
+        # dh_t/dx~_t = z_t g'(x~_t): g' = 1 for x >= 0, else sigmoid' = g (1 - g) <= 1/4, so
+        # g' = max(g (1 - g), [x >= 0]); the indicator is a float in grad_r's slot, not yet used
         torch.addcmul(g_x, g_x, g_x, value=-1.0, out=grad_x)
-        grad_x.masked_fill_(x >= 0, 1.0).mul_(grad_z)
+        torch.maximum(grad_x, torch.ge(x, 0, out=grad_r), out=grad_x).mul_(grad_z)
         # dh_t/dr_t = z_t (1 - z_t) (g(x~_t) - h_{t-1}), with h_{-1} = 0
         torch.sub(g_x[:, 1:], h[:, :-1], out=grad_r[:, 1:])
         grad_r[:, 0] = g_x[:, 0]
         grad_r.mul_(a).mul_(grad_z)
-        if ctx.lstm:  # r = softplus(-kf) - softplus(-ki): dr/dkf = -sigmoid(-kf), dr/dki = sigmoid(-ki)
+        if ctx.lstm:  # r = softplus(-kf) - softplus(-ki): dr/dkf = sigmoid(kf) - 1,
+            #            dr/dki = 1 - sigmoid(ki)
             kf, ki = u[..., :n], u[..., n:2 * n]
-            grad_kf = torch.sigmoid(kf.neg(), out=grad_u[..., :n])
-            grad_kf.mul_(grad_r).neg_()
-            grad_r.mul_(torch.sigmoid(ki.neg()))  # grad_r sits in ki's slot
+            torch.sigmoid(kf, out=grad_u[..., :n]).sub_(1.0).mul_(grad_r)
+            grad_r.mul_(torch.sigmoid(ki).neg_().add_(1.0))  # grad_r sits in ki's slot
         return grad_u, None
 
 
@@ -180,13 +186,20 @@ class MinimalLayer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        u = self.proj(self.norm(x))  # (B, L, n_proj * N)
+        if self.impl == "sequential":  # Feng et al.'s algorithms 1 and 3
+            h, states = x.new_zeros(x.shape[0], self.out.in_features), []
+            for x_t in self.norm(x).unbind(1):
+                a, b = self.cell.coefficients(self.proj(x_t))  # (B, N) each
+                h = torch.addcmul(b, a, h)
+                states.append(h)
+            return self._mix(x, torch.stack(states, dim=1))  # (B, L, N) to the projection
+        u = self.proj(self.norm(x))  # (B, L, n_proj * N), every position at once
         if self.impl == "scan":
             h = _FusedMinScan.apply(u, self.cell is MinLSTMCell)
         elif self.impl == "logscan":
             h = scan_log(*self.cell.log_coefficients(u))
         else:
-            h = SCANS[self.impl](*self.cell.coefficients(u))
+            h = scan_chunked(*self.cell.coefficients(u))
         return self._mix(x, h)
 
     def step(self, h, x_t):
@@ -208,7 +221,7 @@ class Minimal(nn.Module):
 
     def __init__(self, cell, config: MinimalConfig):
         super().__init__()
-        self.config = config
+        self.config, self.cell = config, cell
         self.layers = nn.ModuleList(MinimalLayer(cell, config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.state_width = int(config.expansion * config.d_model)
@@ -238,24 +251,22 @@ class Minimal(nn.Module):
         a_t * h_{t-1} + b_t (1 multiply-add, 2 FLOPs): 3 FLOPs. minLSTM also normalises its gates,
         f' = f / (f + i) (an add and a divide): 5. Activations (sigmoid, softplus, g) count 0, as
         they do everywhere else. The tree scan does about three times the loop's multiply-adds;
-        that is the implementation's cost, not the model's, so it is not counted. The Linear layers are
-        counted by FlopCounterMode itself.
+        that is the implementation's cost, not the model's, so it is not counted. The Linear
+        layers FlopCounterMode counts itself.
         """
         per_element = 3 if self.cell is MinGRUCell else 5
         return float(per_element * batch * seq_len * self.state_width * len(self.layers))
 
-    @property
-    def cell(self):
-        return self.layers[0].cell
-
 
 @register_model("mingru", MinimalConfig, "minGRU (Feng et al. 2024): GRU without h_{t-1} in its "
-                "gates, trained by a parallel scan", "O(L) work, O(log L) depth parallel scan", "O(1)")
+                "gates, trained by a parallel scan", "O(log L) depth parallel scan, O(L) work",
+                "O(1)")
 def build_mingru(config: MinimalConfig) -> Minimal:
     return Minimal(MinGRUCell, config)
 
 
 @register_model("minlstm", MinimalConfig, "minLSTM (Feng et al. 2024): LSTM without h_{t-1} in "
-                "its gates, trained by a parallel scan", "O(L) work, O(log L) depth parallel scan", "O(1)")
+                "its gates, trained by a parallel scan", "O(log L) depth parallel scan, O(L) work",
+                "O(1)")
 def build_minlstm(config: MinimalConfig) -> Minimal:
     return Minimal(MinLSTMCell, config)

@@ -49,7 +49,8 @@ def scan_log(log_a: torch.Tensor, log_b: torch.Tensor, log_h0: torch.Tensor | No
     log space: log h_t = a*_t + log(h0 + sum_s exp(log b_s - a*_s)), a*_t = cumsum(log a). Nothing
     over- or underflows, but a*_t grows like t*|log a| and the final a*_t + logcumsumexp(...)
     cancels two large numbers: in float32 the relative error of h grows like L*|log a|*2^-24
-    (about 1e-3 at L=4096, a=1e-3). `scan_chunked` has no such cancellation.
+    (about 1e-3 at L=4096, a=1e-3), and the gradient with respect to a fares far worse.
+    `scan_tree` and `scan_chunked` have no such cancellation; use this one in float64.
     """
     a_star = log_a.cumsum(dim=1)  # (B, L, N)
     log_sum = (log_b - a_star).logcumsumexp(dim=1)  # log sum_{s<=t} b_s / A_s
@@ -164,14 +165,14 @@ def _tree_(c, h, reverse):
         h[:, 2:L:2].addcmul_(c[:, 1:L - 1:2], h[:, 1:L - 1:2])
 
 
-def chunk_length(seq_len: int) -> int:
-    return max(1, math.isqrt(seq_len))
+def _chunk_length(seq_len: int) -> int:
+    return max(1, math.isqrt(seq_len))  # sqrt(L): C steps in a chunk, L / C chunks
 
 
 @torch.no_grad()
 def _chunked_forward(a, b, h0):
     B, L, N = b.shape
-    C = chunk_length(L)
+    C = _chunk_length(L)
     K = L // C
     h = torch.empty_like(b)
     a4, b4, h4 = (t[:, :K * C].view(B, K, C, N) for t in (a, b, h))  # (B, K, C, N)
@@ -205,7 +206,7 @@ def _chunked_backward(a, g):
     `carry` is what flows into a position from its right neighbour, a_{t+1} gb_{t+1}.
     """
     B, L, N = g.shape
-    C = chunk_length(L)
+    C = _chunk_length(L)
     K = L // C
     gb = torch.empty_like(g)
     carry = g.new_zeros(B, N)
