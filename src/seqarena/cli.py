@@ -245,7 +245,7 @@ def _compare_defaults() -> dict:
             "seeds": ",".join(map(str, c.seeds)), "task": t.task, "steps": t.steps,
             "budget_seconds": t.budget_seconds,
             "batch_size": t.batch_size, "d_model": t.d_model, "layers": t.layers, "lr": t.lr,
-            "eval_every": t.eval_every, "device": t.device}
+            "eval_every": t.eval_every, "threads": t.threads, "device": t.device}
 
 
 def _flag_layer(given: dict) -> dict:
@@ -334,6 +334,8 @@ def compare(config_file, models, seq_lens, seeds, **given):
     baselines = outcome.rows[0]["baselines"] if outcome.rows else {}
     if baselines:
         click.echo("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in baselines.items()))
+    click.echo("metric: on the test split; train tok/s: median over seeds; peak MiB: one "
+               "training step (forward and backward) above the weights and optimizer state")
     click.echo(f"wrote {outcome.out / 'summary.json'} ({outcome.wall_s:.0f} s)")
 
 
