@@ -7,7 +7,7 @@ for a fixed number of steps with the same optimizer settings (those of `seqarena
 Every run is kept (one run directory each) and recorded in accuracy.json (seqarena.results, kind
 "compare"); the table gives each model's test metric per task and whether it counts as solved.
 
-    python benchmarks/accuracy.py                      # the default suite, ~15 min on 2 CPU cores
+    python benchmarks/accuracy.py                      # the default suite, ~12 min on 2 CPU cores
     python benchmarks/accuracy.py --quick              # a smoke run of the same code, ~1 min
     python benchmarks/accuracy.py --seeds 0,1,2 --out runs/accuracy-3seeds
 """
@@ -95,7 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_TRAIN.threads,
+                        help="CPU threads per run (default: compare's, 1; 0: every core)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run of the suite")
     parser.add_argument("--out", type=Path,
                         default=Path("runs") / time.strftime("accuracy-%Y%m%d-%H%M%S"))

@@ -28,13 +28,14 @@ from seqarena.tasks import make_task
 from seqarena.train import TrainConfig, config_from, resolve_device, set_threads, train
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
-# The default budget: 600 steps, or 30 s of training if a run gets there first, so that the 10
-# runs of the default comparison end in about 6 minutes on 2 CPU cores even when a slow kernel
-# or a busy machine would stretch them (the table shows the steps each run made).
+# The default budget: 600 steps, or 40 s of training if a run gets there first. On 2 CPU cores
+# the 10 runs of the default comparison take about 3 minutes (3:16 measured with the machine
+# busy with other work), and the cap keeps them under 8 even when a slow kernel or a busier
+# machine would stretch them; the table shows the steps each run made.
 # One thread: these models launch thousands of tiny kernels per step, and with two OpenMP
 # threads on a 2-core machine every kernel waits at a barrier for the other core; with any
 # other process running we measured steps 5-20x slower than with one thread.
-DEFAULT_TRAIN = TrainConfig(task="adding", steps=600, budget_seconds=30.0, batch_size=32,
+DEFAULT_TRAIN = TrainConfig(task="adding", steps=600, budget_seconds=40.0, batch_size=32,
                             d_model=64, lr=3e-3, eval_every=200, checkpoint_every=0,
                             keep_checkpoints=1, threads=1)
 UNBOUNDED_STEPS = 10**9  # the steps of a run that only a time budget ends
