@@ -43,6 +43,26 @@ def test_round_trip_restores_weights_and_state_with_weights_only(tmp_path):
     assert checkpoint.load_state(ckpt.state)["optimizer"]["lr"].item() == 0.5
 
 
+def test_tied_and_strided_weights_round_trip(tmp_path):
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(5, 3)
+            self.head = nn.Linear(3, 5, bias=False)
+            self.head.weight = self.embed.weight  # tied, as in GPT-2
+            self.register_buffer("strided", torch.arange(12.0).view(3, 4).t())  # not contiguous
+
+    model = Tied()
+    ckpt = checkpoint.save(tmp_path, 1, model, {}, keep=1)
+    other = Tied()
+    other.embed.weight.data.zero_()
+    other.strided.zero_()
+    checkpoint.load_weights(other, ckpt.weights)
+    assert torch.equal(other.embed.weight, model.embed.weight)
+    assert other.head.weight is other.embed.weight  # still tied after loading
+    assert torch.equal(other.strided, model.strided)
+
+
 def test_only_the_newest_k_checkpoints_are_kept(tmp_path):
     save_steps(tmp_path, small_model(), [10, 20, 30, 40], keep=2)
     assert [c.step for c in checkpoint.list_checkpoints(tmp_path)] == [30, 40]
@@ -88,7 +108,7 @@ def test_a_crash_while_writing_weights_leaves_the_previous_checkpoint(tmp_path, 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "save_model", crash)
+    monkeypatch.setattr(checkpoint, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(tmp_path, 20, model, {}, keep=1)
     assert [c.step for c in checkpoint.list_checkpoints(tmp_path)] == [10]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from seqarena.errors import UserError
@@ -43,8 +43,11 @@ def save(ckpt_dir: str | Path, step: int, model: nn.Module, state: dict[str, Any
     ckpt_dir = Path(ckpt_dir)
     ckpt = Checkpoint(step, ckpt_dir / f"step-{step:08d}.safetensors",
                       ckpt_dir / f"step-{step:08d}.state.pt")
+    # Every tensor its own contiguous copy: safetensors refuses tensors that share memory (tied
+    # weights) and strided views (some wrapped models keep their weights as views).
+    weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write(ckpt.weights,
-                 lambda tmp: save_model(model, tmp, metadata={"format": FORMAT, "step": str(step)}))
+                 lambda tmp: save_file(weights, tmp, metadata={"format": FORMAT, "step": str(step)}))
     doc = {"format": FORMAT, "version": VERSION, "step": step, **state}
     atomic_write(ckpt.state, lambda tmp: torch.save(doc, tmp))
     for old in list_checkpoints(ckpt_dir)[:-keep]:
@@ -97,7 +100,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load safetensors weights into a model built from the same config."""
     path = Path(path)
     try:
-        load_model(model, str(path), strict=True, device=str(next(model.parameters()).device))
+        model.load_state_dict(load_file(str(path), device=str(next(model.parameters()).device)))
     except FileNotFoundError:
         raise UserError(f"{path}: no such weights file") from None
     except Exception as e:  # safetensors' header/size checks, or names and shapes that do not fit
