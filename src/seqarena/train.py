@@ -232,8 +232,8 @@ def build(cfg: TrainConfig):
     from seqarena.models import build_model
     from seqarena.tasks import make_task
 
-    task = make_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, **cfg.task_args)
     seed_everything(cfg.seed)
+    task = make_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, **cfg.task_args)
     backbone = build_model(cfg.model, d_model=cfg.d_model, layers=cfg.layers, dropout=cfg.dropout,
                            **cfg.model_args)
     return task, task.wrap(backbone)
@@ -320,7 +320,6 @@ class Trainer:
         self.wall_before = 0.0  # wall seconds of the earlier part of a resumed run
         self.best: float | None = None  # best validation metric so far
         self.bad_evals = 0  # evaluations since it last improved
-        self.last_eval: dict[str, float] = {}
 
     # A checkpoint holds everything above, the optimizer and every RNG state.
     def training_state(self) -> dict[str, Any]:
@@ -524,7 +523,7 @@ class Trainer:
             last = checkpoint.latest(self.ckpt_dir)
             stopped += (f"; the last good checkpoint is step {last.step} in {self.ckpt_dir}"
                         if last else "; no checkpoint was saved before it") + \
-                " (try a lower --lr or --clip 1)"
+                (" (try a lower --lr)" if cfg.clip else " (try a lower --lr, or --clip 1)")
         from seqarena.models import count_params
 
         result = RunResult(
@@ -542,8 +541,6 @@ class Trainer:
                    "task_version": task.version, "run_dir": str(self.run_dir)})
         if self.main:
             write_results(self.run_dir / "summary.json", "train", [result])
-        if self.writer is not None:
-            self.writer.close()
         return TrainOutcome(result, self.model, task, self.run_dir, stopped)
 
 
