@@ -200,7 +200,7 @@ def _training_options(f):
         click.option("--dropout", type=float, help="Dropout inside the model."),
         click.option("--patience", type=int, help="Early stopping after N evaluations (0: off)."),
         click.option("--budget-seconds", type=float, help="Stop after this much training time."),
-        click.option("--threads", type=int, help="CPU threads (default: every core available)."),
+        click.option("--threads", type=int, help="CPU threads torch may use (0: every core)."),
         click.option("--device", help="cpu, cuda, cuda:N or auto."),
         click.option("--data-dir", help="Directory of a task's data files (e.g. LRA ListOps)."),
         click.option("--text", help="UTF-8 text file for text-lm."),
