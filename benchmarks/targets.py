@@ -19,24 +19,28 @@ is explained by torch.profiler's top operators for both sides.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-from torch import nn
-from torch.profiler import ProfilerActivity, profile as torch_profile
+# before torch loads OpenMP: spinning waiters steal a busy machine's cores (see `seqarena bench`)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from seqarena.bench.peak import matmul_peak, peak_key
-from seqarena.bench.peers import PEERS, Shape
-from seqarena.bench.points import (Workload, check_paths, make_input, measure_decode,
-                                   measure_throughput, train_step)
-from seqarena.bench.sweep import all_cores
-from seqarena.bench.timer import num_threads
-from seqarena.models import build_model
-from seqarena.results import BenchResult, machine_info, machine_label, write_results
-from seqarena.table import format_table
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.profiler import ProfilerActivity, profile as torch_profile  # noqa: E402
+
+from seqarena.bench.peak import matmul_peak, peak_key  # noqa: E402
+from seqarena.bench.peers import PEERS, Shape  # noqa: E402
+from seqarena.bench.points import (  # noqa: E402
+    Workload, check_paths, make_input, measure_decode, measure_throughput, train_step)
+from seqarena.bench.sweep import all_cores  # noqa: E402
+from seqarena.bench.timer import num_threads  # noqa: E402
+from seqarena.models import build_model  # noqa: E402
+from seqarena.results import BenchResult, machine_info, machine_label, write_results  # noqa: E402
+from seqarena.table import format_table  # noqa: E402
 
 B, D, LAYERS = 16, 128, 1
 CPU = torch.device("cpu")
@@ -191,7 +195,8 @@ def main() -> None:
     train, flops, decode, train_rounds, decode_rounds = measure(args.rounds, args.min_run_time,
                                                                 args.threads)
     rows = targets(train, flops, decode, peak)
-    machine = {**machine_info(), "threads": args.threads}
+    machine = {**machine_info(), "threads": args.threads,
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     print(f"\n{machine_label(machine)}; B={B}, D={D}, {LAYERS} layer, float32, {args.rounds} rounds")
     print("matmul peak: " + ", ".join(f"{path} {f / 1e9:.1f} GFLOP/s" for path, f in paths.items())
           + " (MFU divides by the best)")

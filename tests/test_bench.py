@@ -238,9 +238,10 @@ def test_every_peer_runs_forward_at_our_width(name):
 
 # --- summaries -------------------------------------------------------------------------------------
 
-def result(model, mode, seq_len, tokens_per_s, threads=1, impl="seqarena"):
+def result(model, mode, seq_len, tokens_per_s, threads=1, impl="seqarena", iqr_s=0.0):
     return BenchResult(model, impl, mode, seq_len, 4, 8, 1, threads, "cpu", "float32",
-                       tokens_per_s, 1.0, None, None, None)
+                       tokens_per_s, 4 * seq_len / tokens_per_s, None, None, None,
+                       extra={"iqr_s": iqr_s})
 
 
 def test_crossover_names_the_shortest_length_where_one_overtakes_the_other():
@@ -251,8 +252,17 @@ def test_crossover_names_the_shortest_length_where_one_overtakes_the_other():
                result("lstm", "decode", 64, 9.0), result("transformer", "decode", 64, 4.0)]
     lines = crossovers(results)
     assert lines[0].startswith("train: mingru overtakes transformer at L=256")
+    assert "spread" not in lines[0]
     assert lines[1].startswith("decode: lstm faster than transformer at every length")
     assert len(lines) == 2
+
+
+def test_a_crossover_inside_the_timing_spread_is_flagged_as_possible_noise():
+    results = [result("lstm", "train", 64, 100.0), result("gru", "train", 64, 90.0),
+               result("lstm", "train", 256, 100.0, iqr_s=2.0),
+               result("gru", "train", 256, 101.0, iqr_s=2.0)]
+    assert crossovers(results) == ["train: gru overtakes lstm at L=256 (1.01x; lstm faster up "
+                                   "to L=64; within the timing spread)"]
 
 
 def test_thread_scaling_compares_all_cores_with_one_thread():

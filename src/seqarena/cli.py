@@ -403,7 +403,14 @@ def tasks(names: tuple[str, ...], as_json: bool):
               help="Directory for bench.json and bench.csv (default: runs/bench-<date>-<time>).")
 def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device, dtype, peers,
           quick, time_budget, min_run_time, as_json, out):
-    """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers."""
+    """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers.
+
+    OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless set): spinning waiters take
+    the cores a busy machine's other processes need, which made 2-thread steps up to 8x slower.
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
     from seqarena.bench.command import bench as run_bench, config_from_options, parse_list, render
 
     config = config_from_options(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from seqarena.bench.summary import (crossovers, device_speedup, format_results, 
                                     thread_scaling, write_outputs)
 from seqarena.bench.sweep import SweepConfig, all_cores, quick_config, run_sweep
 from seqarena.errors import UserError
-from seqarena.results import BenchResult
+from seqarena.results import BenchResult, machine_info
 
 
 def parse_list(flag: str, text: str | None, kind: type = str) -> tuple | None:
@@ -67,7 +68,8 @@ def bench(config: SweepConfig, out: str | Path | None = None,
         "wall_s": time.perf_counter() - started,
     }
     out = Path(out) if out is not None else default_out()
-    doc, files = write_outputs(out, report.results, report.peak_flops, **summary)
+    machine = {**machine_info(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    doc, files = write_outputs(out, report.results, report.peak_flops, machine=machine, **summary)
     return BenchRun(report.results, doc, files)
 
 

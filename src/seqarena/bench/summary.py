@@ -27,36 +27,49 @@ def _context_label(key: tuple) -> str:
 
 def crossovers(results: Iterable[BenchResult]) -> list[str]:
     """For each mode and pair of our architectures, the shortest L at which one overtakes the
-    other (decode: the position), in one line each. Throughput decides: tokens/s."""
-    table: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    other (decode: the position), in one line each. Throughput decides: tokens/s. A crossover
+    whose two timings overlap within their quartile spreads says so: it may be noise."""
+    table: dict[tuple, dict[str, dict[int, BenchResult]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         if r.status == "ok" and r.impl == "seqarena" and r.mode in CROSSOVER_MODES:
             key = (r.mode, *(getattr(r, c) for c in CONTEXT))
-            table[key][r.model][r.seq_len] = r.tokens_per_s
+            table[key][r.model][r.seq_len] = r
     several = len({key[1:] for key in table}) > 1
     lines = []
     for key in sorted(table, key=lambda k: (CROSSOVER_MODES.index(k[0]), k[1:])):
-        speed = table[key]
+        rows = table[key]
         prefix = f"{key[0]}" + (f" [{_context_label(key[1:])}]" if several else "")
-        for a, b in itertools.combinations(sorted(speed), 2):
-            lengths = sorted(set(speed[a]) & set(speed[b]))
+        for a, b in itertools.combinations(sorted(rows), 2):
+            lengths = sorted(set(rows[a]) & set(rows[b]))
             if lengths:
-                lines.append(f"{prefix}: {_crossover(a, b, lengths, speed)}")
+                lines.append(f"{prefix}: {_crossover(a, b, lengths, rows)}")
     return lines
 
 
-def _crossover(a: str, b: str, lengths: list[int], speed: dict[str, dict[int, float]]) -> str:
+def _crossover(a: str, b: str, lengths: list[int], rows: dict[str, dict[int, BenchResult]]) -> str:
+    speed = {m: {L: rows[m][L].tokens_per_s for L in lengths} for m in (a, b)}
     faster = [a if speed[a][L] > speed[b][L] else b for L in lengths]
     leader = faster[0]
     other = b if leader == a else a
     for i, L in enumerate(lengths):
         if faster[i] != leader:
             ratio = speed[other][L] / speed[leader][L]
+            noise = "; within the timing spread" if _overlap(rows[a][L], rows[b][L]) else ""
             return (f"{other} overtakes {leader} at L={L} ({ratio:.2f}x; {leader} faster up to "
-                    f"L={lengths[i - 1]})")
+                    f"L={lengths[i - 1]}{noise})")
     ratio = speed[leader][lengths[-1]] / speed[other][lengths[-1]]
     span = f"L={lengths[0]}" if len(lengths) == 1 else f"L={lengths[0]}..{lengths[-1]}"
     return f"{leader} faster than {other} at every length measured ({span}; {ratio:.2f}x at the longest)"
+
+
+def _overlap(r: BenchResult, s: BenchResult) -> bool:
+    """Whether the two results' latencies, each +- half its quartile spread, overlap."""
+    def interval(x):
+        half = 0.5 * (x.extra.get("iqr_s") or 0.0)
+        return x.latency_s - half, x.latency_s + half
+
+    (lo_r, hi_r), (lo_s, hi_s) = interval(r), interval(s)
+    return lo_r <= hi_s and lo_s <= hi_r
 
 
 KEY = ("model", "impl", "mode", "seq_len", "batch", "d_model", "layers", "dtype")
