@@ -60,13 +60,14 @@ def ours(name: str, reference_impl: str | None = None, **fields) -> Contender:
     if reference_impl:
         def reference():
             return build_model(name, d_model=D, layers=LAYERS, **{**fields, "impl": reference_impl})
-    return Contender(label, "seqarena", lambda: build_model(name, d_model=D, layers=LAYERS, **fields),
-                     reference)
+    return Contender(label, "seqarena",
+                     lambda: build_model(name, d_model=D, layers=LAYERS, **fields), reference)
 
 
 def peer(name: str, **transformer_fields) -> Contender:
     p = PEERS.get(name)
-    return Contender(p.impl, p.impl, lambda: p.build(Shape.like_ours(D, LAYERS, **transformer_fields)))
+    return Contender(p.impl, p.impl,
+                     lambda: p.build(Shape.like_ours(D, LAYERS, **transformer_fields)))
 
 
 CONTENDERS = {
@@ -186,7 +187,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--min-run-time", type=float, default=0.5,
                         help="timed seconds per contender per round (default 0.5)")
-    parser.add_argument("--threads", type=int, default=all_cores(), help="CPU threads (default: all)")
+    parser.add_argument("--threads", type=int, default=all_cores(),
+                        help="CPU threads (default: every core)")
     parser.add_argument("--profile", action="store_true", help="profile each missed target")
     parser.add_argument("--out", help="write targets.json (the bench results schema) here")
     args = parser.parse_args()
@@ -197,7 +199,8 @@ def main() -> None:
     rows = targets(train, flops, decode, peak)
     machine = {**machine_info(), "threads": args.threads,
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-    print(f"\n{machine_label(machine)}; B={B}, D={D}, {LAYERS} layer, float32, {args.rounds} rounds")
+    print(f"\n{machine_label(machine)}; B={B}, D={D}, {LAYERS} layer, float32, "
+          f"{args.rounds} rounds")
     print("matmul peak: " + ", ".join(f"{path} {f / 1e9:.1f} GFLOP/s" for path, f in paths.items())
           + " (MFU divides by the best)")
     print(format_table([{**r, "met": {True: "yes", False: "MISSED", None: "-"}[r["met"]]}
@@ -229,7 +232,8 @@ def main() -> None:
     if args.profile:
         missed = [i for i, r in enumerate(rows) if r["met"] is False and i in MISSED_SIDES]
         for i in missed:
-            print(f"\n=== missed: {rows[i]['target']} ({rows[i]['measured']}, goal {rows[i]['goal']})")
+            row = rows[i]
+            print(f"\n=== missed: {row['target']} ({row['measured']}, goal {row['goal']})")
             profile(MISSED_SIDES[i], args.threads)
 
 

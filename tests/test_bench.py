@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from seqarena.bench.peers import PEERS, Peer, Shape, TorchGRU, TorchLSTM
-from seqarena.bench.points import Workload, check_paths, measure_decode, tensor_bytes
+from seqarena.bench.points import (Workload, check_paths, measure_decode, measure_throughput,
+                                   tensor_bytes)
 from seqarena.bench.summary import crossovers, csv_text, thread_scaling
 from seqarena.bench.sweep import Entry, Sweep, SweepConfig
 from seqarena.errors import UserError
@@ -21,7 +22,7 @@ TINY = dict(seq_lens=(8, 16), batch_sizes=(2,), d_models=(8,), layers=(1,), thre
 
 
 class Wrapped(nn.Module):
-    """A torch module in the Backbone contract: forward (B, L, D) -> (B, L, D), step() replays it."""
+    """A torch module in the Backbone contract; step() replays the forward over the prefix."""
 
     causal = True
 
@@ -61,7 +62,8 @@ def test_linear_flops_are_two_per_multiply_add_and_backward_counts_only_what_run
 
 @pytest.mark.parametrize("impl", ["sdpa", "manual"])
 def test_transformer_layer_flops_match_the_formula_on_both_attention_paths(impl):
-    # per layer: q, k, v, out projections 8 B L D^2, feed-forward 4 B L D F, q k^T and att v 4 B L^2 D
+    # per layer: q, k, v and out projections 8 B L D^2, feed-forward 4 B L D F,
+    # q k^T and att v 4 B L^2 D
     B, L, D, F = 2, 12, 16, 48
     model = build_model("transformer", d_model=D, layers=1, heads=2, d_ff=F, positions="none",
                         impl=impl)
@@ -90,7 +92,7 @@ def test_work_nobody_counts_is_reported_as_not_counted_rather_than_zero():
     assert workload_flops(Wrapped(nn.Tanh()), "forward", 2, 4, 3) is None
 
 
-# --- decoding --------------------------------------------------------------------------------------
+# --- decoding -------------------------------------------------------------------------------------
 
 def test_a_kv_cache_grows_with_position_and_a_recurrent_state_does_not():
     B, D = 2, 16
@@ -103,12 +105,31 @@ def test_a_kv_cache_grows_with_position_and_a_recurrent_state_does_not():
     assert sizes["lstm"][0] == sizes["lstm"][1] == 2 * (1 * B * D) * 4  # h and c, float32
 
 
+class Hog(Wrapped):
+    """Holds `mb` megabytes of temporaries during its forward, in 4 MB blocks."""
+
+    def __init__(self, mb):
+        super().__init__(nn.Linear(8, 8))
+        self.mb = mb
+
+    def forward(self, x, mask=None):
+        blocks = [torch.ones(1 << 20) for _ in range(self.mb // 4)]  # 4 MB of float32 each
+        return self.inner(x) + sum(b[0] for b in blocks)
+
+
+def test_cpu_peak_memory_of_a_step_does_not_depend_on_what_ran_before():
+    x = torch.randn(2, 8, 8)
+    measure_throughput(Workload(Hog(128)), "prefill", x, 1, 0.001)  # leaves freed blocks behind
+    peak = measure_throughput(Workload(Hog(64)), "prefill", x, 1, 0.001).peak_mem_bytes
+    assert peak >= 56 * 2 ** 20
+
+
 def test_tensor_bytes_counts_each_storage_once():
     t = torch.zeros(10, 4)
     assert tensor_bytes({"a": t, "b": [t[:5], (t, torch.zeros(3))]}) == 160 + 12
 
 
-# --- refusing to time a wrong path -----------------------------------------------------------------
+# --- refusing to time a wrong path ----------------------------------------------------------------
 
 class DisagreeingStep(Wrapped):
     def step(self, state, x_t):
@@ -136,7 +157,7 @@ def test_our_models_pass_their_checks():
         assert check_paths(Workload(model), Workload(reference), 8, CPU, torch.float32) is None
 
 
-# --- a sweep records failures and goes on ----------------------------------------------------------
+# --- a sweep records failures and goes on ---------------------------------------------------------
 
 class RaisesOOM(Wrapped):
     def __init__(self, d_model, error):
@@ -216,7 +237,7 @@ def test_every_registered_model_runs_through_a_tiny_sweep():
         assert r.mfu == pytest.approx(r.flops / r.latency_s / peak)
 
 
-# --- peers -----------------------------------------------------------------------------------------
+# --- peers ----------------------------------------------------------------------------------------
 
 def test_unknown_peer_names_the_known_ones():
     with pytest.raises(UserError, match="torch-lstm"):
@@ -236,7 +257,7 @@ def test_every_peer_runs_forward_at_our_width(name):
     assert module(torch.randn(2, 8, 16)).shape == (2, 8, 16)
 
 
-# --- summaries -------------------------------------------------------------------------------------
+# --- summaries ------------------------------------------------------------------------------------
 
 def result(model, mode, seq_len, tokens_per_s, threads=1, impl="seqarena", iqr_s=0.0):
     return BenchResult(model, impl, mode, seq_len, 4, 8, 1, threads, "cpu", "float32",

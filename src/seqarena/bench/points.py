@@ -14,6 +14,8 @@ tokens, so every row at length L describes the same amount of context.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +116,8 @@ class Workload:
         if hidden is None:
             return None
         if self.seq2seq:
-            encoded = None if self.encoder is None else uncounted_flops(self.encoder, batch, position)
+            encoder = self.encoder
+            encoded = None if encoder is None else uncounted_flops(encoder, batch, position)
             if encoded is None:
                 return None
             hidden -= encoded
@@ -130,6 +133,22 @@ class Measured:
     flops: float | None
     peak_mem_bytes: int | None
     extra: dict[str, Any]
+
+
+def release_freed_memory(device: torch.device) -> None:
+    """Hand freed heap memory back to the OS before a CPU peak is sampled.
+
+    glibc keeps freed blocks (up to its mmap threshold, which grows to 32 MB) resident for
+    reuse, so without this the resident-memory peak of a step depends on what earlier points
+    happened to leave behind: the same step measured 1.5 MB after a longer one, 67 MB alone.
+    """
+    if device.type != "cpu":
+        return
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the sampled peak may read low
+        pass
 
 
 def make_input(batch: int, length: int, d_model: int, device: torch.device, dtype: torch.dtype,
@@ -172,6 +191,7 @@ def measure_throughput(workload: Workload, mode: str, x: torch.Tensor, threads: 
     else:
         raise ValueError(f"unknown throughput mode {mode!r}")
     key = (mode, batch, seq_len)
+    release_freed_memory(device)
     with num_threads(threads), PeakMemory(device) as memory:
         if flops_cache is not None and key in flops_cache:
             fn()
@@ -217,6 +237,7 @@ def measure_decode(workload: Workload, position: int, batch: int, d_model: int,
                 one_step()
             samples += time_steps(one_step, position - first + 1, device)
         state_bytes = tensor_bytes(held[0])
+        release_freed_memory(device)
         with PeakMemory(device) as memory:
             one_step()
         counted = counted_flops(one_step)

@@ -16,7 +16,8 @@ from seqarena.results import BenchResult, write_results
 from seqarena.table import format_table
 
 CROSSOVER_MODES = ("train", "prefill", "decode")
-CONTEXT = ("batch", "d_model", "layers", "threads", "device", "dtype")  # what a comparison holds fixed
+# what a comparison holds fixed
+CONTEXT = ("batch", "d_model", "layers", "threads", "device", "dtype")
 
 
 def _context_label(key: tuple) -> str:
@@ -59,7 +60,8 @@ def _crossover(a: str, b: str, lengths: list[int], rows: dict[str, dict[int, Ben
                     f"L={lengths[i - 1]}{noise})")
     ratio = speed[leader][lengths[-1]] / speed[other][lengths[-1]]
     span = f"L={lengths[0]}" if len(lengths) == 1 else f"L={lengths[0]}..{lengths[-1]}"
-    return f"{leader} faster than {other} at every length measured ({span}; {ratio:.2f}x at the longest)"
+    return (f"{leader} faster than {other} at every length measured ({span}; {ratio:.2f}x at "
+            f"the longest)")
 
 
 def _overlap(r: BenchResult, s: BenchResult) -> bool:
@@ -114,7 +116,8 @@ def speedup_lines(rows: list[dict[str, Any]], what: str) -> list[str]:
     for row in sorted(rows, key=lambda r: (r["model"], r["impl"], r["mode"], r["seq_len"])):
         name = row["model"] if row["impl"] == "seqarena" else f"{row['model']} ({row['impl']})"
         by_model[(name, row["mode"])].append(f"L={row['seq_len']} {row['speedup']:.2f}x")
-    return [f"{what} {name} {mode}: " + ", ".join(cells) for (name, mode), cells in by_model.items()]
+    return [f"{what} {name} {mode}: " + ", ".join(cells)
+            for (name, mode), cells in by_model.items()]
 
 
 # --- the terminal table ----------------------------------------------------------------------
