@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from seqarena.errors import ConfigError, UserError
+from seqarena.report import write_report
 from seqarena.results import RunResult, write_results
 from seqarena.tasks import make_task
 from seqarena.train import TrainConfig, config_from, resolve_device, set_threads, train
@@ -219,6 +220,8 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None)
     wall = time.perf_counter() - t0
     write_results(out / "summary.json", "compare", results, held_equal=equal, table=rows,
                   sizes=[dataclasses.asdict(s) for s in sizes], wall_s=wall)
+    report = write_report([out], out / "report.html", log=echo)
+    echo(f"report: {report}")
     return CompareOutcome(out, results, rows, equal, sizes, wall)
 
 
