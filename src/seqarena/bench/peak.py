@@ -4,11 +4,12 @@ MFU (model FLOPs utilisation, PaLM, Chowdhery et al. 2022, appendix B) divides a
 FLOP/s by what this machine reaches on the work it is best at. Measuring that here, instead of
 quoting a datasheet, keeps the ratio honest about this BLAS, this clock and these threads.
 
-The peak is the best run over two sizes and, on CPU, two libraries: torch's matmul calls its
+The peak is the fastest of two sizes and, on CPU, two libraries: torch's matmul calls its
 BLAS (MKL in the official wheels), while oneDNN runs the fused RNN kernels and can be the faster
 of the two (on AMD CPUs MKL avoids its AVX-512 code paths). A model that reaches oneDNN's speed
-must not show an MFU above 100 %. On a shared machine another process only ever slows a run
-down, so the best run, not the median, is the peak.
+must not show an MFU above 100 %. Each path's rate is the median of its runs, the same
+statistic as the model timings it divides: on a shared machine the best run can catch a moment
+with twice the usual share of the cores, which no model timing would see.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def matmul_paths(a: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], obj
 def matmul_peaks(device: torch.device, dtype: torch.dtype, threads: int,
                  min_run_time: float = 1.0, sizes: tuple[int, ...] | None = None
                  ) -> dict[str, float]:
-    """Best FLOP/s of each path's n x n by n x n matmul (2 n^3 FLOPs) over the given sizes."""
+    """FLOP/s of each path's n x n by n x n matmul (2 n^3 FLOPs): the median run, at the best
+    of the given sizes."""
     peaks: dict[str, float] = {}
     generator = torch.Generator(device=device).manual_seed(0)
     sizes = sizes or peak_sizes(device)
@@ -49,7 +51,7 @@ def matmul_peaks(device: torch.device, dtype: torch.dtype, threads: int,
                 timing = time_call(fn, device, threads, min_run_time=min_run_time / len(sizes))
             except RuntimeError:  # this library has no kernel for this dtype
                 continue
-            peaks[name] = max(peaks.get(name, 0.0), 2.0 * n ** 3 / timing.best_s)
+            peaks[name] = max(peaks.get(name, 0.0), 2.0 * n ** 3 / timing.median_s)
     return peaks
 
 

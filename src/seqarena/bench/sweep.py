@@ -144,8 +144,11 @@ class Entry:
 
 
 def model_entry(spec: str) -> Entry:
-    """`lstm` (its default, fastest path) or `lstm:scratch` (a named implementation)."""
+    """`lstm` (its default, fastest path), `lstm:scratch` (a named implementation), or a
+    plug-in's `package.module:factory`."""
     name, _, impl = spec.partition(":")
+    if name not in MODELS:  # not a built-in: the whole spec names a plug-in
+        name, impl = spec, ""
     MODELS.get(name)
     if impl and "impl" not in config_fields(name):
         raise UserError(f"model {name!r} has a single implementation; drop ':{impl}'")

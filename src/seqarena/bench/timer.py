@@ -29,17 +29,16 @@ class PointTimeout(Exception):
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call: the median of the runs, the spread between their quartiles, the best."""
+    """Seconds per call: the median of the runs and the spread between their quartiles."""
 
     median_s: float
     iqr_s: float
     runs: int
-    best_s: float  # the fastest run: what the work costs when nothing else gets in the way
 
     @classmethod
     def of(cls, times: list[float]) -> "Timing":
         quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-        return cls(statistics.median(times), quartiles[2] - quartiles[0], len(times), min(times))
+        return cls(statistics.median(times), quartiles[2] - quartiles[0], len(times))
 
 
 def sync(device: torch.device) -> None:
