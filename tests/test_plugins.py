@@ -89,3 +89,35 @@ def test_broken_plugin_is_one_clear_error(plugin_path, name, words):
         build_model(name, d_model=8)
     assert words in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["tiny-mixer", "tinyplug:factory"])
+def test_plugin_trains_and_is_benchmarked(plugin_path, tmp_path, name):
+    runs = tmp_path / "runs"
+    r = run_cli(plugin_path, "train", "--model", name, "--task", "adding", "--seq-len", "8",
+                "--steps", "3", "--d-model", "8", "--eval-every", "0", "--out", str(runs),
+                "--name", "plug")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((runs / "plug" / "summary.json").read_text())
+    embedding, head = 2 * 8 + 8, 8 + 1  # adding: Linear(2 features -> D), Linear(D -> 1)
+    assert [(x["model"], x["params"]) for x in summary["results"]] == \
+        [(name, 8 * 8 + 8 + embedding + head)]
+
+    out = tmp_path / "bench"
+    r = run_cli(plugin_path, "bench", "--models", name, "--seq-lens", "8", "--modes",
+                "forward,decode", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    status = {row["mode"]: row["status"] for row in rows if row["model"] == name}
+    assert status["forward"] == "ok" and status["decode"] == "unsupported"
+    forward = next(row for row in rows if row["mode"] == "forward")
+    assert forward["flops"] > 0  # the Linear is counted, never reported as zero
+
+
+@pytest.mark.parametrize("name", ["tinyplug:raises", "tinyplug:wrong_shape", "nope_xyz:f"])
+def test_broken_plugin_on_the_command_line_is_one_line_and_status_2(plugin_path, tmp_path, name):
+    r = run_cli(plugin_path, "train", "--model", name, "--task", "adding", "--seq-len", "8",
+                "--steps", "1", "--d-model", "8", "--out", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert name in r.stderr

@@ -64,6 +64,8 @@ def checked_build(name: str, factory: Callable[[ModelConfig], Any]) -> Callable[
                             "not a torch.nn.Module mapping (B, L, D) to (B, L, D)")
         if not _is_backbone(model):
             model = PluginBackbone(model, name)
+        if not hasattr(model, "d_model"):
+            model.d_model = config.d_model  # tasks read the width to size their embedding and head
         _check_shape(name, model, config.d_model)
         return model
 
