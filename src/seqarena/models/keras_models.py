@@ -77,6 +77,7 @@ class KerasMHA(nn.Module):
     def __init__(self, config: KerasConfig):
         super().__init__()
         keras = import_keras()
+        self.d_model = config.d_model
         self.mha = keras.layers.MultiHeadAttention(num_heads=config.heads, key_dim=config.key_dim)
         self.mha.build((None, None, config.d_model), (None, None, config.d_model))
 
