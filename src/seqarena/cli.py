@@ -200,7 +200,8 @@ def _training_options(f):
         click.option("--dropout", type=float, help="Dropout inside the model."),
         click.option("--patience", type=int, help="Early stopping after N evaluations (0: off)."),
         click.option("--budget-seconds", type=float, help="Stop after this much training time."),
-        click.option("--threads", type=int, help="CPU threads torch may use (0: every core)."),
+        click.option("--threads", type=int, help="CPU threads torch may use (0: every core, "
+                     "shared among the processes of a data-parallel run)."),
         click.option("--device", help="cpu, cuda, cuda:N or auto."),
         click.option("--data-dir", help="Directory of a task's data files (e.g. LRA ListOps)."),
         click.option("--text", help="UTF-8 text file for text-lm."),
@@ -280,23 +281,38 @@ def _flag_layer(given: dict) -> dict:
 @click.option("--model-arg", multiple=True, metavar="KEY=VALUE",
               help="Another model config field (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run from its newest checkpoint.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train data-parallel in N processes on this machine, as torchrun "
+                   "--standalone --nproc-per-node N -m seqarena train does.")
 @_training_options
-def train(config_file, resume, **given):
+def train(config_file, resume, nproc, **given):
     """Train one model on one task into runs/<name>/."""
-    from seqarena.train import resolve_config, train as run_training
+    from seqarena import distributed
+    from seqarena.train import resolve_config, train as run_training, train_processes
 
-    cfg = resolve_config(config_file, _flag_layer(given), resume=resume)
-    outcome = run_training(cfg, resume=resume)
-    r = outcome.result
+    try:
+        cfg = resolve_config(config_file, _flag_layer(given), resume=resume)
+        if nproc > 1 and distributed.launched():
+            raise UserError("--nproc starts processes of its own; under torchrun leave it out")
+        r = train_processes(cfg, nproc, resume) if nproc > 1 else \
+            run_training(cfg, resume=resume).result
+    except UserError:
+        if distributed.env_rank() > 0:  # under torchrun rank 0 says it, once
+            sys.exit(2)
+        raise
+    if distributed.env_rank() > 0:
+        return
     if r.status == "nan":
-        raise UserError(outcome.message)
+        raise UserError(r.extra["stopped"])
     metric = "-" if r.metric is None else f"{r.metric:.4g}"
+    world = r.extra["world_size"]
     click.echo(f"{r.model} on {r.task} (L={r.seq_len}, {r.params:,} parameters): "
                f"{r.extra['split']} {r.metric_name} {metric} after {r.steps} steps, "
-               f"{r.train_tokens_per_s:,.0f} train tokens/s, {r.wall_s:.1f} s")
-    if outcome.message:
-        click.echo(outcome.message)
-    click.echo(f"wrote {outcome.run_dir}")
+               f"{r.train_tokens_per_s:,.0f} train tokens/s"
+               f"{f' over {world} processes' if world > 1 else ''}, {r.wall_s:.1f} s")
+    if r.extra["stopped"]:
+        click.echo(r.extra["stopped"])
+    click.echo(f"wrote {cfg.run_dir}")
 
 
 def _csv(value: str | None, kind: type, flag: str):

@@ -16,9 +16,12 @@ a special case here: a long product of bf16 gates loses the signal, so a recurre
 autocast off around its recurrence (`torch.autocast(device_type, enabled=False)` and float32
 inputs). On CPU everything is float32.
 
-Data parallelism: every process draws its own training stream (stream = its rank, beside the
-task's seed) and only rank 0 writes files (`self.main`); wrapping the model for DDP is the one
-piece missing.
+Data parallelism (seqarena.distributed): started by torchrun, every process trains the same
+model on its own stream of batches (stream = its rank, beside the task's seed) and DDP averages
+the gradients, so every rank takes the same step. The loop meets the other ranks through
+`self.ranks` at a few points only: the model it calls (`self.forward`), the loss it checks and
+logs (the mean over ranks), the decisions all ranks must share (time budget, early stopping:
+rank 0's), each rank's RNG state in a checkpoint; and rank 0 alone writes files (`self.main`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqarena import checkpoint
+from seqarena import checkpoint, distributed
 from seqarena.errors import ConfigError, UserError
 from seqarena.fileio import atomic_write_json, atomic_write_text
 from seqarena.memory import PeakMemory
@@ -253,10 +256,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(threads: int) -> int:
-    """Set torch's CPU threads explicitly (0: one per core this process may run on)."""
-    n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                    else os.cpu_count() or 1)
+def set_threads(threads: int, ranks: distributed.Ranks = distributed.ALONE) -> int:
+    """Set torch's CPU threads explicitly (0: this node's cores shared among its processes)."""
+    n = threads or ranks.threads()
     torch.set_num_threads(n)
     return n
 
@@ -300,15 +302,18 @@ class TrainOutcome:
 class Trainer:
     """Runs one config to its end; `run()` returns a TrainOutcome."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False,
+                 ranks: distributed.Ranks = distributed.ALONE):
         self.resume = resume
-        self.device = resolve_device(cfg.device)
-        self.threads = set_threads(cfg.threads)
+        self.ranks, self.rank, self.world, self.main = ranks, ranks.rank, ranks.world, ranks.main
+        self.device = ranks.place(resolve_device(cfg.device))
+        self.threads = set_threads(cfg.threads, ranks)
         self.task, self.model = build(cfg)
         self.cfg = cfg = normalized(cfg, self.task)
         self.model.to(self.device)
-        self.rank, self.world = _rank_and_world()
-        self.main = self.rank == 0
+        self.forward = ranks.wrap(self.model)  # what training calls: DDP around the model, or it
+        if self.world > 1:  # every rank starts from the same weights, then draws its own dropout
+            seed_everything(distributed.rank_seed(cfg.seed, self.rank))
         self.run_dir = cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.optimizer = make_optimizer(self.model, cfg)
@@ -321,20 +326,21 @@ class Trainer:
         self.best: float | None = None  # best validation metric so far
         self.bad_evals = 0  # evaluations since it last improved
 
-    # A checkpoint holds everything above, the optimizer and every RNG state.
+    # A checkpoint holds everything above, the optimizer and every RNG state of every rank.
     def training_state(self) -> dict[str, Any]:
         return {"config": dataclasses.asdict(self.cfg), "optimizer": self.optimizer.state_dict(),
-                "rng": checkpoint.rng_state(),
-                "data": {"batches_drawn": self.batches_drawn, "stream": self.rank},
+                "world_size": self.world, "rng": self.ranks.gather(checkpoint.rng_state()),
+                "data": {"batches_drawn": self.batches_drawn},
                 "trainer": {"train_s": self.train_s, "timed_tokens": self.timed_tokens,
                             "timed_s": self.timed_s, "wall_s": self.wall_s(),
                             "best": self.best, "bad_evals": self.bad_evals}}
 
     def save(self) -> None:
+        state = self.training_state()  # on every rank: it gathers each rank's RNG state
         if self.main:
-            checkpoint.save(self.ckpt_dir, self.step, self.model, self.training_state(),
+            checkpoint.save(self.ckpt_dir, self.step, self.model, state,
                             keep=self.cfg.keep_checkpoints)
-            self.saved_step = self.step
+        self.saved_step = self.step
 
     def restore(self) -> dict[str, Any]:
         """Load the newest checkpoint after checking it was written by this same config."""
@@ -349,6 +355,10 @@ class Trainer:
             if key not in RESUMABLE_CHANGES and mine.get(key) != theirs.get(key):
                 raise UserError(f"{ckpt.state}: written with {key}={theirs.get(key)!r}, this run "
                                 f"has {key}={mine.get(key)!r}; resume with the same settings")
+        if state.get("world_size", 1) != self.world:
+            raise UserError(f"{ckpt.state}: written by {state.get('world_size', 1)} process(es), "
+                            f"this run has {self.world}; resume with as many (--nproc, or "
+                            f"torchrun's --nnodes and --nproc-per-node)")
         checkpoint.load_weights(self.model, ckpt.weights)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -419,9 +429,10 @@ class Trainer:
         # any task's generator; the RNGs are restored after it, so the replay leaves no trace.
         for _ in islice(batches, self.batches_drawn):
             pass
-        if state:
-            checkpoint.set_rng_state(state["rng"])
-        bar = _progress_bar(cfg, self.step)
+        if state:  # one RNG state per rank (a checkpoint older than that holds one state)
+            rng = state["rng"]
+            checkpoint.set_rng_state(rng[self.rank] if isinstance(rng, list) else rng)
+        bar = _progress_bar(cfg, self.step, show=self.main)
         try:
             status, stopped = self.loop(batches, bar)
             if status == "ok" and self.saved_step != self.step:
@@ -439,7 +450,7 @@ class Trainer:
         self.model.train()
         first_step, since = True, (self.step, self.train_s)
         while self.step < cfg.steps:
-            if cfg.budget_seconds and self.train_s >= cfg.budget_seconds:
+            if cfg.budget_seconds and self.out_of_time():
                 return "ok", f"stopped by the time budget of {cfg.budget_seconds:g} s"
             batch = next(batches).to(self.device)
             self.batches_drawn += 1
@@ -448,28 +459,29 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self.autocast():
-                loss = self.task.loss(self.model(batch), batch)
-            if not torch.isfinite(loss):
-                return "nan", f"loss became {loss.item()} at step {self.step + 1}"
+                loss = self.task.loss(self.forward(batch), batch)
+            mean_loss = self.ranks.mean(loss)  # of all ranks' batches, so all ranks stop together
+            if not torch.isfinite(mean_loss):
+                return "nan", f"loss became {mean_loss.item()} at step {self.step + 1}"
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip or math.inf)
             if not torch.isfinite(grad_norm):
                 return "nan", f"gradient norm became {grad_norm.item()} at step {self.step + 1}"
             self.optimizer.step()
-            loss_value = loss.item()  # also waits for the device, so the timing is honest
+            loss_value = mean_loss.item()  # also waits for the device: honest timing
             dt = time.perf_counter() - t0
             self.step += 1
             self.train_s += dt
             if not first_step:  # the first step pays for allocation and kernel selection
-                self.timed_tokens += batch.x.shape[0] * cfg.seq_len
+                self.timed_tokens += batch.x.shape[0] * cfg.seq_len * self.world
                 self.timed_s += dt
             first_step = False
             bar.update(1)
 
             record: dict[str, Any] = {}
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                tokens = (self.step - since[0]) * cfg.batch_size * cfg.seq_len
+                tokens = (self.step - since[0]) * cfg.batch_size * cfg.seq_len * self.world
                 record = {"step": self.step, "loss": loss_value, "lr": lr,
                           "grad_norm": grad_norm.item(),
                           "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
@@ -510,7 +522,14 @@ class Trainer:
             self.best, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
-        return bool(self.cfg.patience) and self.bad_evals >= self.cfg.patience
+        return bool(self.ranks.from_main(bool(self.cfg.patience) and
+                                         self.bad_evals >= self.cfg.patience))
+
+    def out_of_time(self) -> bool:
+        """Whether the time budget is spent, by rank 0's clock: so all ranks stop at the same
+        step, having used the same learning rates (which follow the clock)."""
+        self.train_s = self.ranks.from_main(self.train_s)
+        return self.train_s >= self.cfg.budget_seconds
 
     def finish(self, status: str, stopped: str, peak_mem: int) -> TrainOutcome:
         """Evaluate on the held-out split, write summary.json and return the outcome."""
@@ -545,16 +564,21 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
-    """Train `cfg` into cfg.run_dir (continuing its newest checkpoint when resume is True)."""
-    return Trainer(cfg, resume).run()
+    """Train `cfg` into cfg.run_dir (continuing its newest checkpoint when resume is True).
+
+    Started by torchrun as one of several processes, it trains data-parallel with the others."""
+    with distributed.process_group(resolve_device(cfg.device).type) as ranks:
+        return Trainer(cfg, resume, ranks).run()
 
 
-def _rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
+def train_processes(cfg: TrainConfig, nproc: int, resume: bool = False) -> RunResult:
+    """Train `cfg` data-parallel in `nproc` processes on this machine (`seqarena train --nproc`),
+    as `torchrun --standalone --nproc-per-node nproc -m seqarena train` does; rank 0's result."""
+    return distributed.launch(nproc, _train_rank, dataclasses.asdict(cfg), resume)
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+
+def _train_rank(fields: dict[str, Any], resume: bool) -> RunResult:
+    return train(TrainConfig(**fields), resume).result
 
 
 def _release_freed_memory() -> None:
@@ -575,12 +599,12 @@ def _line_step(line: str) -> int | None:
         return None
 
 
-def _progress_bar(cfg: TrainConfig, start: int):
+def _progress_bar(cfg: TrainConfig, start: int, show: bool):
     from tqdm import tqdm
 
     total = None if cfg.budget_seconds else cfg.steps  # a time budget ends runs, not steps
     return tqdm(total=total, initial=start, desc=cfg.run_name, leave=False,
-                disable=not sys.stdout.isatty(), dynamic_ncols=True)
+                disable=not (show and sys.stdout.isatty()), dynamic_ncols=True)
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
