@@ -9,11 +9,13 @@ Training step (forward, backward, AdamW), B=16, D=128, one layer, float32, every
 - decode: a recurrent model's per-token latency at position 4096 within 1.2x of position 64;
   the transformer's growth (KV cache) measured and reported.
 
-Every contender is timed once per round and rounds alternate, so a slow spell of a shared machine
-falls on all of them; each figure is the median over rounds. With --profile, each missed target
-is explained by torch.profiler's top operators for both sides.
+Every contender is timed once per round, beside the others of its target, and the order flips
+every other round, so a slow spell of a shared machine falls on both sides of a ratio; a ratio
+is the median over rounds of each round's ratio, an MFU divides by the peak measured in the same
+round. With --profile, each missed target is explained by torch.profiler's top operators for
+both sides.
 
-    python benchmarks/targets.py [--rounds 3] [--min-run-time 0.5] [--profile] [--out DIR]
+    python benchmarks/targets.py [--rounds 5] [--min-run-time 0.3] [--profile] [--out DIR]
 """
 
 from __future__ import annotations
@@ -102,34 +104,50 @@ def build(key: str) -> Workload:
     return workload
 
 
-def measure(rounds: int, min_run_time: float, threads: int):
-    """Median seconds per training step and per decode step, over alternating rounds."""
+@dataclass
+class Rounds:
+    """Every figure of every round: seconds per step, and the peak measured beside them."""
+
+    train: dict[tuple[str, int], list[float]]  # (contender, L) -> seconds per training step
+    flops: dict[tuple[str, int], float]  # (contender, L) -> FLOPs per training step
+    peak: list[dict[str, float]]  # per round: FLOP/s of each matmul path
+    decode: dict[tuple[str, int], list[float]]  # (model, position) -> seconds per token
+
+    def ratio(self, figures, a, b) -> float:
+        """Median over rounds of figures[a] / figures[b], each round's pair timed side by side."""
+        return statistics.median(x / y for x, y in zip(figures[a], figures[b]))
+
+    def mfu(self, point, path: str | None = None) -> float:
+        """Median over rounds of FLOP/s / that round's peak (the best path, or `path`'s)."""
+        return statistics.median(self.flops[point] / t / (p[path] if path else max(p.values()))
+                                  for t, p in zip(self.train[point], self.peak))
+
+
+def measure(rounds: int, min_run_time: float, threads: int) -> Rounds:
+    """Each round: the peak, then every contender, the order reversed every other round so that
+    the contenders of a target sit side by side and neither always goes first."""
     workloads = {key: build(key) for key, _ in TRAIN_POINTS}
     inputs = {L: make_input(B, L, D, CPU, torch.float32) for L in {L for _, L in TRAIN_POINTS}}
-    train = {point: [] for point in TRAIN_POINTS}
-    flops = {}
-    decode = {(m, p): [] for m in DECODE_MODELS for p in DECODE_POSITIONS}
+    out = Rounds({point: [] for point in TRAIN_POINTS}, {}, [],
+                 {(m, p): [] for m in DECODE_MODELS for p in DECODE_POSITIONS})
     for r in range(rounds):
-        for key, L in TRAIN_POINTS:
+        out.peak.append(matmul_peak(CPU, torch.float32, threads, min_run_time)[1])
+        for key, L in TRAIN_POINTS if r % 2 == 0 else TRAIN_POINTS[::-1]:
             m = measure_throughput(workloads[key], "train", inputs[L], threads, min_run_time)
-            flops[(key, L)] = m.flops
-            train[(key, L)].append(m.timing.median_s)
+            out.flops[(key, L)] = m.flops
+            out.train[(key, L)].append(m.timing.median_s)
             print(f"  round {r + 1}: {key} L={L} {m.timing.median_s * 1e3:.1f} ms", file=sys.stderr)
         for name in DECODE_MODELS:
-            for p in DECODE_POSITIONS:
+            for p in DECODE_POSITIONS if r % 2 == 0 else DECODE_POSITIONS[::-1]:
                 m = measure_decode(workloads[name], p, B, D, CPU, torch.float32, threads, window=32)
-                decode[(name, p)].append(m.timing.median_s)
-    return ({k: statistics.median(v) for k, v in train.items()}, flops,
-            {k: statistics.median(v) for k, v in decode.items()}, train, decode)
+                out.decode[(name, p)].append(m.timing.median_s)
+    return out
 
 
-def targets(train, flops, decode, peak):
-    """(target, measured, goal, met) rows."""
-    def speedup(a, b):
-        return train[b] / train[a]  # same L and B: a time ratio is a tokens/s ratio
-
-    def mfu(point):
-        return flops[point] / train[point] / peak
+def targets(m: Rounds) -> list[dict]:
+    """One row per target: what it asks, what was measured, whether it is met."""
+    def speedup(a, b):  # same L and B: a ratio of step times is a ratio of tokens/s
+        return m.ratio(m.train, b, a)
 
     rows = [
         ("transformer vs torch.nn.TransformerEncoderLayer, L=1024",
@@ -142,13 +160,13 @@ def targets(train, flops, decode, peak):
          speedup(("mingru", 4096), ("mingru-sequential", 4096)), 20.0, "x"),
         ("lstm vs torch.nn.LSTM, L=1024", speedup(("lstm", 1024), ("torch-lstm", 1024)), 0.95, "x"),
         ("gru vs torch.nn.GRU, L=1024", speedup(("gru", 1024), ("torch-gru", 1024)), 0.95, "x"),
-        ("lstm MFU, L=1024", 100 * mfu(("lstm", 1024)), 40.0, "%"),
-        ("transformer MFU, L=256", 100 * mfu(("transformer", 256)), 50.0, "%"),
+        ("lstm MFU, L=1024", 100 * m.mfu(("lstm", 1024)), 40.0, "%"),
+        ("transformer MFU, L=256", 100 * m.mfu(("transformer", 256)), 50.0, "%"),
     ]
     out = [{"target": t, "measured": f"{v:.2f}{unit}", "goal": f">= {g:g}{unit}", "met": v >= g,
             "value": v} for t, v, g, unit in rows]
     for name in DECODE_MODELS:
-        growth = decode[(name, 4096)] / decode[(name, 64)]
+        growth = m.ratio(m.decode, (name, 4096), (name, 64))
         recurrent = name != "transformer"
         out.append({"target": f"{name} decode latency, position 4096 / position 64",
                     "measured": f"{growth:.2f}x", "goal": "<= 1.2x" if recurrent else "(reported)",
@@ -184,51 +202,54 @@ MISSED_SIDES = {  # target -> the points to profile when it is missed
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--min-run-time", type=float, default=0.5,
-                        help="timed seconds per contender per round (default 0.5)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--min-run-time", type=float, default=0.3,
+                        help="timed seconds per contender per round (default 0.3)")
     parser.add_argument("--threads", type=int, default=all_cores(),
                         help="CPU threads (default: every core)")
     parser.add_argument("--profile", action="store_true", help="profile each missed target")
     parser.add_argument("--out", help="write targets.json (the bench results schema) here")
     args = parser.parse_args()
 
-    peak, paths = matmul_peak(CPU, torch.float32, args.threads)
-    train, flops, decode, train_rounds, decode_rounds = measure(args.rounds, args.min_run_time,
-                                                                args.threads)
-    rows = targets(train, flops, decode, peak)
+    m = measure(args.rounds, args.min_run_time, args.threads)
+    rows = targets(m)
     machine = {**machine_info(), "threads": args.threads,
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     print(f"\n{machine_label(machine)}; B={B}, D={D}, {LAYERS} layer, float32, "
           f"{args.rounds} rounds")
-    print("matmul peak: " + ", ".join(f"{path} {f / 1e9:.1f} GFLOP/s" for path, f in paths.items())
-          + " (MFU divides by the best)")
+    paths = {path: statistics.median(p[path] for p in m.peak) for path in m.peak[0]}
+    print("matmul peak (median of rounds): " + ", ".join(
+        f"{path} {f / 1e9:.1f} GFLOP/s" for path, f in paths.items()) + "; MFU divides by the best")
     print(format_table([{**r, "met": {True: "yes", False: "MISSED", None: "-"}[r["met"]]}
                         for r in rows], ["target", "measured", "goal", "met"]))
-    details = [{"contender": CONTENDERS[k].name, "L": L, "ms": 1e3 * t,
-                "spread_ms": 1e3 * (max(train_rounds[(k, L)]) - min(train_rounds[(k, L)])),
-                "tokens/s": round(B * L / t), "GFLOP/s": flops[(k, L)] / t / 1e9,
-                "MFU %": 100 * flops[(k, L)] / t / peak,
-                "MFU % of blas": 100 * flops[(k, L)] / t / paths["blas"]}
-               for (k, L), t in train.items()]
-    print("\n" + format_table(details, ["contender", "L", "ms", "spread_ms", "tokens/s", "GFLOP/s",
+    details = []
+    for (k, L), times in m.train.items():
+        t = statistics.median(times)
+        details.append({"contender": CONTENDERS[k].name, "L": L, "ms": 1e3 * t,
+                        "rounds_ms": f"{1e3 * min(times):.0f}-{1e3 * max(times):.0f}",
+                        "tokens/s": round(B * L / t), "GFLOP/s": m.flops[(k, L)] / t / 1e9,
+                        "MFU %": 100 * m.mfu((k, L)),
+                        "MFU % of blas": 100 * m.mfu((k, L), "blas")})
+    print("\n" + format_table(details, ["contender", "L", "ms", "rounds_ms", "tokens/s", "GFLOP/s",
                                         "MFU %", "MFU % of blas"]))
-    print("\n" + format_table([{"model": m, "position": p, "us/token": 1e6 * t}
-                               for (m, p), t in decode.items()], ["model", "position", "us/token"]))
+    print("\n" + format_table([{"model": name, "position": p,
+                                "us/token": 1e6 * statistics.median(times)}
+                               for (name, p), times in m.decode.items()],
+                              ["model", "position", "us/token"]))
     if args.out:
+        key = peak_key("cpu", "float32", args.threads)
         results = [BenchResult(CONTENDERS[k].name, CONTENDERS[k].impl, "train", L, B, D, LAYERS,
-                               args.threads, "cpu", "float32", B * L / t, t, flops[(k, L)],
-                               flops[(k, L)] / t / peak, None,
-                               extra={"round_medians_s": train_rounds[(k, L)]})
-                   for (k, L), t in train.items()]
-        results += [BenchResult(m, "seqarena", "decode", p, B, D, LAYERS, args.threads, "cpu",
-                                "float32", B / t, t, None, None, None,
-                                extra={"position": p, "round_medians_s": decode_rounds[(m, p)]})
-                    for (m, p), t in decode.items()]
+                               args.threads, "cpu", "float32", B * L / statistics.median(times),
+                               statistics.median(times), m.flops[(k, L)], m.mfu((k, L)), None,
+                               extra={"round_s": times})
+                   for (k, L), times in m.train.items()]
+        results += [BenchResult(name, "seqarena", "decode", p, B, D, LAYERS, args.threads, "cpu",
+                                "float32", B / statistics.median(times), statistics.median(times),
+                                None, None, None, extra={"position": p, "round_s": times})
+                    for (name, p), times in m.decode.items()]
         write_results(f"{args.out}/targets.json", "bench", results, machine=machine,
-                      peak_flops={peak_key("cpu", "float32", args.threads): peak},
-                      peak_paths={peak_key("cpu", "float32", args.threads): paths},
-                      targets=[{k: v for k, v in r.items()} for r in rows])
+                      peak_flops={key: max(paths.values())}, peak_paths={key: paths},
+                      targets=rows)
     if args.profile:
         missed = [i for i, r in enumerate(rows) if r["met"] is False and i in MISSED_SIDES]
         for i in missed:
