@@ -13,6 +13,7 @@ from seqarena.bench.summary import (crossovers, device_speedup, format_results, 
                                     thread_scaling, write_outputs)
 from seqarena.bench.sweep import SweepConfig, all_cores, quick_config, run_sweep
 from seqarena.errors import UserError
+from seqarena.report import write_report
 from seqarena.results import BenchResult, machine_info
 
 
@@ -70,6 +71,7 @@ def bench(config: SweepConfig, out: str | Path | None = None,
     out = Path(out) if out is not None else default_out()
     machine = {**machine_info(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     doc, files = write_outputs(out, report.results, report.peak_flops, machine=machine, **summary)
+    files.append(write_report([out], out / "report.html", log=lambda line: None))
     return BenchRun(report.results, doc, files)
 
 
