@@ -27,8 +27,10 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-# before torch loads OpenMP: spinning waiters steal a busy machine's cores (see `seqarena bench`)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from seqarena.bench.openmp import choose_wait_policy, load_average
+
+LOAD_AT_START = load_average()
+choose_wait_policy()  # before torch loads OpenMP (see seqarena.bench.openmp)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -213,10 +215,11 @@ def main() -> None:
 
     m = measure(args.rounds, args.min_run_time, args.threads)
     rows = targets(m)
-    machine = {**machine_info(), "threads": args.threads,
+    machine = {**machine_info(), "threads": args.threads, "load_average": LOAD_AT_START,
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     print(f"\n{machine_label(machine)}; B={B}, D={D}, {LAYERS} layer, float32, "
-          f"{args.rounds} rounds")
+          f"{args.rounds} rounds; load average {LOAD_AT_START:.1f} at start, OpenMP wait "
+          f"{machine['omp_wait_policy'] or 'default (spin)'}")
     paths = {path: statistics.median(p[path] for p in m.peak) for path in m.peak[0]}
     print("matmul peak (median of rounds): " + ", ".join(
         f"{path} {f / 1e9:.1f} GFLOP/s" for path, f in paths.items()) + "; MFU divides by the best")

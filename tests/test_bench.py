@@ -307,3 +307,34 @@ def test_attention_peers_count_the_same_flops_as_our_transformer(name):
     ours = build_model("transformer", d_model=D, layers=1, causal=False, positions="none")
     assert workload_flops(PEERS.get(name).build(shape), "forward", B, L, D) == \
         pytest.approx(workload_flops(ours, "forward", B, L, D))
+
+
+# --- OpenMP wait policy ----------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """choose_wait_policy as if torch were not loaded yet, with OMP_WAIT_POLICY unset."""
+    import types
+
+    from seqarena.bench import openmp
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset-by-fixture")
+    monkeypatch.delenv("OMP_WAIT_POLICY")  # restored, whatever the test sets, at teardown
+    monkeypatch.setattr(openmp, "sys", types.SimpleNamespace(modules={}))
+    monkeypatch.setattr(openmp.os, "cpu_count", lambda: 2)
+    return openmp, monkeypatch
+
+
+@pytest.mark.parametrize("load, expected", [(0.3, None), (1.9, None), (2.0, "PASSIVE"),
+                                            (6.5, "PASSIVE")])
+def test_openmp_waits_passively_only_when_every_core_is_busy(fresh_process, load, expected):
+    openmp, monkeypatch = fresh_process
+    monkeypatch.setattr(openmp, "load_average", lambda: load)
+    assert openmp.choose_wait_policy() == expected
+
+
+def test_a_wait_policy_the_user_set_is_kept(fresh_process):
+    openmp, monkeypatch = fresh_process
+    monkeypatch.setattr(openmp, "load_average", lambda: 9.0)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert openmp.choose_wait_policy() == "ACTIVE"

@@ -421,12 +421,12 @@ def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device,
           quick, time_budget, min_run_time, as_json, out):
     """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers.
 
-    OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless set): spinning waiters take
-    the cores a busy machine's other processes need, which made 2-thread steps up to 8x slower.
+    On a machine whose cores are all busy already, OpenMP threads wait passively instead of
+    spinning (OMP_WAIT_POLICY=PASSIVE, unless set): see seqarena.bench.openmp.
     """
-    import os
+    from seqarena.bench.openmp import choose_wait_policy
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
+    choose_wait_policy()  # before torch loads OpenMP
     from seqarena.bench.command import bench as run_bench, config_from_options, parse_list, render
 
     config = config_from_options(

@@ -1,12 +1,10 @@
 """The benchmark engine: how fast each architecture trains and decodes, and how close it gets to
-what the machine can do. `seqarena bench` is a thin layer over run_sweep."""
+what the machine can do. `seqarena bench` is a thin layer over these modules:
 
-from seqarena.bench.peers import PEERS
-from seqarena.bench.points import MODES
-from seqarena.bench.summary import (crossovers, csv_text, device_speedup, format_results,
-                                    thread_scaling, write_outputs)
-from seqarena.bench.sweep import SweepConfig, SweepReport, quick_config, run_sweep
-
-__all__ = ["MODES", "PEERS", "SweepConfig", "SweepReport", "crossovers", "csv_text",
-           "device_speedup", "format_results", "quick_config", "run_sweep", "thread_scaling",
-           "write_outputs"]
+- sweep: SweepConfig and run_sweep, the loops, time budgets, OOM and timeout records;
+- points: one point in each mode (train, forward, prefill, decode) and the correctness check;
+- timer, flops, peak: timing, FLOP counting, the measured matmul peak;
+- peers: other implementations in the same contract;
+- summary, command: crossovers, speed-ups, table, JSON and CSV; the command's library calls;
+- openmp: how OpenMP threads wait, chosen before torch loads (so this package imports nothing).
+"""

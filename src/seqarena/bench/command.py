@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from seqarena.bench.openmp import load_average
 from seqarena.bench.summary import (crossovers, device_speedup, format_results, speedup_lines,
                                     thread_scaling, write_outputs)
 from seqarena.bench.sweep import SweepConfig, all_cores, quick_config, run_sweep
@@ -57,8 +58,11 @@ class BenchRun:
 def bench(config: SweepConfig, out: str | Path | None = None,
           on_result: Callable[[BenchResult], None] | None = None) -> BenchRun:
     """Run the sweep, then write bench.json and bench.csv into `out` (default runs/bench-*)."""
-    started = time.perf_counter()
+    started, load = time.perf_counter(), load_average()
     report = run_sweep(config, on_result)
+    if load >= 0.5 * all_cores():
+        report.note(f"the machine was busy when the sweep started (load average {load:.1f} on "
+                    f"{all_cores()} cores): timings are noisy and more threads can look slower")
     summary = {
         "crossovers": crossovers(report.results),
         "thread_scaling": thread_scaling(report.results),
@@ -69,7 +73,8 @@ def bench(config: SweepConfig, out: str | Path | None = None,
         "wall_s": time.perf_counter() - started,
     }
     out = Path(out) if out is not None else default_out()
-    machine = {**machine_info(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    machine = {**machine_info(), "load_average": load, "omp_wait_policy": os.environ.get(
+        "OMP_WAIT_POLICY")}
     doc, files = write_outputs(out, report.results, report.peak_flops, machine=machine, **summary)
     files.append(write_report([out], out / "report.html", log=lambda line: None))
     return BenchRun(report.results, doc, files)
