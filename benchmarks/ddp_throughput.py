@@ -7,8 +7,8 @@ tokens/s is the trainer's own figure for the whole run, every rank's tokens coun
 state, without each process's first step, evaluation or checkpointing. Each layout runs
 --repeats times; the table shows the median and the range. Other work on the machine hurts
 threads that wait for each other at every operation far more than independent processes, so the
-load average is printed beside the figures, and OpenMP threads wait passively (as in
-`seqarena bench`): spinning waiters would take the cores the other processes need.
+load average is printed beside the figures, and OpenMP's idle threads wait as in
+`seqarena bench` (seqarena.bench.openmp): spinning on an idle machine, passively on a busy one.
 
     python benchmarks/ddp_throughput.py
     python benchmarks/ddp_throughput.py --models lstm,transformer,mingru --repeats 5 --out ddp.json
@@ -22,12 +22,16 @@ import statistics
 import sys
 import tempfile
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
+from seqarena.bench.openmp import choose_wait_policy, load_average
 
-from seqarena.distributed import cores
-from seqarena.results import BenchResult, RunResult, machine_info, machine_label, write_results
-from seqarena.table import format_table
-from seqarena.train import TrainConfig, train, train_processes
+LOAD_AT_START = load_average()
+choose_wait_policy()  # before torch loads OpenMP; the ranks it spawns inherit the choice
+
+from seqarena.distributed import cores  # noqa: E402
+from seqarena.results import (BenchResult, RunResult, machine_info, machine_label,  # noqa: E402
+                              write_results)
+from seqarena.table import format_table  # noqa: E402
+from seqarena.train import TrainConfig, train, train_processes  # noqa: E402
 
 
 def run(cfg: TrainConfig, nproc: int) -> RunResult:
@@ -54,7 +58,6 @@ def main(argv: list[str] | None = None) -> None:
 
     layouts = [(1, 1), (1, args.cores), (args.cores, 1)] if args.cores > 1 else [(1, 1)]
     rows, results = [], []
-    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as runs:
         for model in args.models.split(","):
             rates = {layout: [] for layout in layouts}
@@ -83,12 +86,13 @@ def main(argv: list[str] | None = None) -> None:
                     peak_mem_bytes=None,
                     extra={"processes": nproc, "threads_per_process": threads,
                            "tokens_per_s_repeats": got, "task": args.task, "steps": args.steps}))
-    load = (load_before, os.getloadavg()[0])
+    load = (LOAD_AT_START, load_average())
     machine = {**machine_info(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     print(f"{args.task}, L={args.seq_len}, global batch {args.batch}, d_model {args.d_model}, "
           f"{args.layers} layers, {args.steps} steps x {args.repeats} repeats; "
           f"{machine_label({**machine, 'threads': args.cores})}; "
-          f"load average {load[0]:.1f} before, {load[1]:.1f} after")
+          f"load average {load[0]:.1f} before, {load[1]:.1f} after; "
+          f"OMP_WAIT_POLICY={machine['omp_wait_policy'] or 'default (spin)'}")
     print(format_table(rows, ["model", "layout", "tokens_per_s", "range", "speedup"],
                        ["model", "layout", "tokens/s", "range", "vs 1 x 1"]))
     if args.out:

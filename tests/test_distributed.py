@@ -13,7 +13,6 @@ stream: the same data, so the same parameters if DDP averages the gradients righ
 import json
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
