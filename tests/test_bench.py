@@ -278,6 +278,14 @@ def test_crossover_names_the_shortest_length_where_one_overtakes_the_other():
     assert len(lines) == 2
 
 
+def test_a_lead_that_changes_back_is_stated_on_the_same_line():
+    results = [result("lstm", "train", L, tps) for L, tps in ((16, 30.0), (64, 39.0), (256, 50.0))]
+    results += [result("transformer", "train", L, tps)
+                for L, tps in ((16, 28.0), (64, 56.0), (256, 43.0))]
+    assert crossovers(results) == ["train: transformer overtakes lstm at L=64 (1.44x; lstm faster "
+                                   "up to L=16); lstm ahead again from L=256"]
+
+
 def test_a_crossover_inside_the_timing_spread_is_flagged_as_possible_noise():
     results = [result("lstm", "train", 64, 100.0), result("gru", "train", 64, 90.0),
                result("lstm", "train", 256, 100.0, iqr_s=2.0),

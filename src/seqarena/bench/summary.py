@@ -56,8 +56,10 @@ def _crossover(a: str, b: str, lengths: list[int], rows: dict[str, dict[int, Ben
         if faster[i] != leader:
             ratio = speed[other][L] / speed[leader][L]
             noise = "; within the timing spread" if _overlap(rows[a][L], rows[b][L]) else ""
+            back = next((M for M, f in zip(lengths[i:], faster[i:]) if f == leader), None)
+            again = f"; {leader} ahead again from L={back}" if back is not None else ""
             return (f"{other} overtakes {leader} at L={L} ({ratio:.2f}x; {leader} faster up to "
-                    f"L={lengths[i - 1]}{noise})")
+                    f"L={lengths[i - 1]}{noise}){again}")
     ratio = speed[leader][lengths[-1]] / speed[other][lengths[-1]]
     span = f"L={lengths[0]}" if len(lengths) == 1 else f"L={lengths[0]}..{lengths[-1]}"
     return (f"{leader} faster than {other} at every length measured ({span}; {ratio:.2f}x at "
