@@ -73,6 +73,12 @@ class RunResult:
     steps: int
     seed: int
     status: str = "ok"  # "ok", "nan" (stopped on a non-finite loss), "oom", "timeout", "error"
+    metric_ci: list[float] | None = None  # 95 % bootstrap interval of metric over split's examples
+    split: str = ""  # the held-out split `metric` was scored on ("test", or "val" when tuning)
+    lr: float | None = None  # the peak learning rate the run trained with
+    lr_tuned: bool = False  # True: lr was chosen by the validation search of `compare --lr auto`
+    train_s: float | None = None  # seconds spent in training steps (evaluation not included)
+    train_tokens_per_s_spread: list[float] | None = None  # 25th, 75th percentile of logged windows
     extra: dict[str, Any] = field(default_factory=dict)  # other metrics, baselines, world size, run dir
 
 

@@ -87,6 +87,7 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)  # other fields of the model's config
     task_args: dict = field(default_factory=dict)  # other fields of the task's config
     tensorboard: bool = False  # also write TensorBoard event files into the run directory
+    final_split: str = "test"  # split the finished run is scored on; "val" keeps test unread (tuning)
 
     def __post_init__(self):
         self.validate()
@@ -114,6 +115,8 @@ class TrainConfig:
         if self.name and not re.fullmatch(r"[\w][\w.+=-]*", self.name):
             raise ConfigError(f"name must be a plain directory name (letters, digits, - _ . + =), "
                               f"got {self.name!r}")
+        if self.final_split not in ("test", "val"):
+            raise ConfigError(f"final_split must be test or val, got {self.final_split!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         for args, owned in (("model_args", _MODEL_FIELDS), ("task_args", _TASK_FIELDS)):
@@ -381,12 +384,17 @@ class Trainer:
             return max(by_steps, self.train_s / self.cfg.budget_seconds)
         return by_steps
 
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """The split's metrics and `<split>_<metric>_ci`, its 95 % interval over the examples."""
+        from seqarena.stats import example_interval
+
         self.model.eval()
         with torch.no_grad(), self.autocast():
-            metrics = self.task.evaluate(self.model, split, self.cfg.batch_size)
+            self.scores = self.task.evaluate_examples(self.model, split, self.cfg.batch_size)
         self.model.train()
-        return {f"{split}_{k}": float(v) for k, v in metrics.items()}
+        ci = example_interval(self.scores, self.task.metric_name)
+        return {**{f"{split}_{k}": float(v) for k, v in self.scores.metrics().items()},
+                f"{split}_{self.task.metric_name}_ci": list(ci) if ci else None}
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -485,7 +493,7 @@ class Trainer:
                 record = {"step": self.step, "loss": loss_value, "lr": lr,
                           "grad_norm": grad_norm.item(),
                           "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
-                          "wall_s": self.wall_s()}
+                          "train_s": self.train_s, "wall_s": self.wall_s()}
                 since = (self.step, self.train_s)
                 bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
             stop = False
@@ -534,10 +542,14 @@ class Trainer:
     def finish(self, status: str, stopped: str, peak_mem: int) -> TrainOutcome:
         """Evaluate on the held-out split, write summary.json and return the outcome."""
         cfg, task = self.cfg, self.task
-        split = "test" if "test" in task.splits else "val"
+        split = cfg.final_split if cfg.final_split in task.splits else "val"
         final = self.evaluate(split) if status == "ok" else {}
         if final and self.main:
             self.log({"step": self.step, **final})
+            # each example's sums, so a comparison can pool intervals over seeds
+            np.savez(self.run_dir / f"{split}_examples.npz",
+                     **{f"total_{k}": v for k, v in self.scores.totals.items()},
+                     **{f"count_{k}": v for k, v in self.scores.counts.items()})
         if status == "nan":
             last = checkpoint.latest(self.ckpt_dir)
             stopped += (f"; the last good checkpoint is step {last.step} in {self.ckpt_dir}"
@@ -552,7 +564,8 @@ class Trainer:
             higher_is_better=task.higher_is_better,
             train_tokens_per_s=self.timed_tokens / self.timed_s if self.timed_s else 0.0,
             peak_mem_bytes=int(peak_mem), wall_s=self.wall_s(), steps=self.step,
-            seed=cfg.seed, status=status,
+            seed=cfg.seed, status=status, metric_ci=final.get(f"{split}_{task.metric_name}_ci"),
+            split=split, lr=cfg.lr, train_s=self.train_s,
             extra={"split": split, "metrics": final, "best_val": self.best,
                    "baselines": task.baselines(), "train_s": self.train_s, "stopped": stopped,
                    "device": str(self.device), "threads": self.threads, "world_size": self.world,

@@ -171,19 +171,46 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
 # --- metric sums: (total, count) pairs that add up over batches ------------------------------
 
-def token_sums(logits: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[float, float]]:
-    """Cross-entropy (nats) and accuracy over the positions whose target is not IGNORE."""
-    logits, y = logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1)
+def token_sums(logits: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Cross-entropy (nats) and accuracy over the positions whose target is not IGNORE, summed
+    per example: (B,) totals and (B,) counts."""
+    B, V = y.shape[0], logits.shape[-1]
+    logits, y = logits.reshape(B, -1, V).float(), y.reshape(B, -1)  # (B, T, V), (B, T)
     keep = y != IGNORE
-    n = float(keep.sum())
-    ce = F.cross_entropy(logits[keep], y[keep], reduction="sum").item() if n else 0.0
-    right = (logits[keep].argmax(-1) == y[keep]).sum().item()
-    return {"cross_entropy": (ce, n), "accuracy": (right, n)}
+    ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE,
+                         reduction="none").reshape(B, -1)  # (B, T), 0 where ignored
+    right = (logits.argmax(-1) == y) & keep
+    n = keep.sum(1).double()
+    return {"cross_entropy": (ce.double().sum(1), n), "accuracy": (right.sum(1).double(), n)}
 
 
-def squared_error_sums(pred: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[float, float]]:
-    err = (pred.float() - y.float()).reshape(-1)
-    return {"mse": ((err ** 2).sum().item(), err.numel())}
+def squared_error_sums(pred: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Squared error summed per example: (B,) totals and (B,) counts."""
+    err = (pred.float() - y.float()).reshape(y.shape[0], -1)  # (B, K)
+    return {"mse": ((err.double() ** 2).sum(1), torch.full((y.shape[0],), float(err.shape[1]),
+                                                           dtype=torch.float64))}
+
+
+@dataclass
+class ExampleScores:
+    """Each held-out example's (total, count) sums of every metric. The metrics of any subset of
+    the examples (a bootstrap resample) are finish(sum of totals / sum of counts)."""
+
+    totals: dict[str, np.ndarray]  # key -> (N,)
+    counts: dict[str, np.ndarray]  # key -> (N,)
+    finish: Any  # the task's finish(): averages -> reported metrics
+
+    def __len__(self) -> int:
+        return len(next(iter(self.counts.values()))) if self.counts else 0
+
+    def metrics(self, index: np.ndarray | None = None) -> dict[str, float]:
+        """The metrics of the examples at `index` (all of them when None)."""
+        pick = (lambda a: a) if index is None else (lambda a: a[index])  # noqa: E731
+        means = {}
+        for key in self.totals:
+            count = float(pick(self.counts[key]).sum())
+            means[key] = float(pick(self.totals[key]).sum()) / count if count else math.nan
+        return self.finish(means)
 
 
 # --- the task ------------------------------------------------------------------------------
@@ -235,8 +262,11 @@ class Task:
     def loss(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
-    def score(self, model: nn.Module, batch: Batch) -> dict[str, tuple[float, float]]:
-        """{metric: (total, count)} on one batch; evaluate() adds them up and divides."""
+    def score(self, model: nn.Module, batch: Batch) -> dict[str, tuple[Any, Any]]:
+        """{metric: (total, count)} on one batch; evaluate() adds them up and divides. Totals and
+        counts are floats for the whole batch, or (B,) tensors of per-example sums (as
+        token_sums and squared_error_sums give): those let evaluate_examples() score each example
+        without running the model once per example."""
         raise NotImplementedError
 
     def finish(self, metrics: dict[str, float]) -> dict[str, float]:
@@ -252,18 +282,49 @@ class Task:
 
     @torch.no_grad()
     def evaluate_batches(self, model: nn.Module, batches: Iterator[Batch]) -> dict[str, float]:
+        totals, counts = defaultdict(float), defaultdict(float)
+        for sums in self._scored(model, batches, per_example=False):
+            for key, (total, count) in sums.items():
+                totals[key] += float(total.sum()) if torch.is_tensor(total) else total
+                counts[key] += float(count.sum()) if torch.is_tensor(count) else count
+        return self.finish({k: totals[k] / counts[k] if counts[k] else math.nan for k in totals})
+
+    @torch.no_grad()
+    def evaluate_examples(self, model: nn.Module, split: str = "val",
+                          batch_size: int = 64) -> ExampleScores:
+        """Each example's metric sums on a held-out split, for intervals over the examples;
+        `.metrics()` equals evaluate(). A task whose score() returns whole-batch floats is scored
+        one example at a time here (slower, same numbers)."""
+        if split == "train":
+            raise ValueError("evaluate_examples() scores a held-out split; training data is endless")
+        totals, counts = defaultdict(list), defaultdict(list)
+        for sums in self._scored(model, self.batches(split, batch_size), per_example=True):
+            for key, (total, count) in sums.items():
+                totals[key].append(np.asarray(total, dtype=np.float64).reshape(-1))
+                counts[key].append(np.asarray(count, dtype=np.float64).reshape(-1))
+        return ExampleScores({k: np.concatenate(v) for k, v in totals.items()},
+                             {k: np.concatenate(v) for k, v in counts.items()}, self.finish)
+
+    def _scored(self, model: nn.Module, batches: Iterator[Batch], per_example: bool):
+        """score() of every batch, in eval mode; per_example: (B,) numpy sums for every key."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        totals, counts = defaultdict(float), defaultdict(float)
         try:
             for batch in batches:
-                for key, (total, count) in self.score(model, batch.to(device)).items():
-                    totals[key] += total
-                    counts[key] += count
+                batch = batch.to(device)
+                sums = self.score(model, batch)
+                if not per_example:
+                    yield sums
+                elif all(torch.is_tensor(v) and v.shape == (len(batch),) for pair in sums.values()
+                         for v in pair):
+                    yield {k: (t.cpu().numpy(), c.cpu().numpy()) for k, (t, c) in sums.items()}
+                else:
+                    one = [self.score(model, batch.select(slice(i, i + 1))) for i in range(len(batch))]
+                    yield {k: ([float(torch.as_tensor(s[k][0]).sum()) for s in one],
+                               [float(torch.as_tensor(s[k][1]).sum()) for s in one]) for k in sums}
         finally:
             model.train(was_training)
-        return self.finish({k: totals[k] / counts[k] if counts[k] else math.nan for k in totals})
 
     def baselines(self) -> dict[str, float]:
         """Reference scores a model must beat to have learned anything (e.g. memoryless).
