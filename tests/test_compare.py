@@ -72,7 +72,7 @@ def test_an_explicit_parameter_target_sizes_every_model():
 def test_compare_trains_every_model_length_and_seed_and_writes_a_summary(tmp_path):
     lines = []
     cfg = CompareConfig(models=("toy-gru", "toy-ff"), seq_lens=(4, 8), seeds=(0, 1),
-                        out=str(tmp_path / "cmp"),
+                        out=str(tmp_path / "cmp"), lr_auto=False,
                         train=toy_config(tmp_path, steps=6, eval_every=3, checkpoint_every=0))
     outcome = compare(cfg, echo=lines.append)
 
@@ -96,13 +96,16 @@ def test_compare_trains_every_model_length_and_seed_and_writes_a_summary(tmp_pat
     assert any("toy-ff" in line and "d_ff=" in line for line in lines)
 
     shown, columns, headers = table_rows(outcome.rows)
-    assert headers[3] == "mse (lower is better)"
-    assert " ± " in shown[0]["metric"]
+    assert headers[4] == "mse [95 % interval] (lower is better)"
+    assert row["ci_over"] == "seeds" and len(row["metric_ci"]) == 2  # toy-mean: no per-example scores
+    assert row["metric_ci"][0] <= row["metric"] <= row["metric_ci"][1]
+    assert " [" in shown[0]["metric"] and shown[0]["lr"] == "0.01"
+    assert any(v.startswith("L=4, best at equal steps: ") for v in outcome.verdicts)
 
 
 def test_a_second_compare_into_the_same_directory_is_refused(tmp_path):
     cfg = CompareConfig(models=("toy-gru",), seq_lens=(4,), out=str(tmp_path / "cmp"),
-                        train=toy_config(tmp_path, steps=2, eval_every=0))
+                        lr_auto=False, train=toy_config(tmp_path, steps=2, eval_every=0))
     compare(cfg)
     with pytest.raises(UserError, match="already holds a comparison"):
         compare(cfg)
@@ -113,6 +116,8 @@ def test_compare_config_routes_training_keys_and_refuses_per_run_keys():
                                "task_args": {"pairs": 4}}, {"lr": 0.01})
     assert cfg.models == ("lstm", "gru") and cfg.seq_lens == (10,)
     assert (cfg.train.steps, cfg.train.lr, cfg.train.task_args) == (30, 0.01, {"pairs": 4})
+    assert not cfg.lr_auto  # a number keeps one rate for every model
+    assert compare_config_from().lr_auto and compare_config_from({"lr": "auto"}).lr_auto
     with pytest.raises(ConfigError, match="'seq_len' varies across a comparison; set 'seq_lens'"):
         compare_config_from({"seq_len": 10})
     with pytest.raises(ConfigError, match="unknown key 'modles'"):
@@ -123,7 +128,7 @@ def test_compare_config_routes_training_keys_and_refuses_per_run_keys():
 
 def test_the_budget_is_steps_or_seconds_and_giving_one_drops_the_default_of_the_other():
     default = compare_config_from().train
-    assert default.steps > 0 and default.budget_seconds > 0  # whichever comes first
+    assert default.steps > 0 and default.budget_seconds == 0  # steps only: no wall-clock cap
     by_steps = compare_config_from({"steps": 50}).train
     assert (by_steps.steps, by_steps.budget_seconds) == (50, 0.0)
     by_time = compare_config_from({"budget_seconds": 20.0}).train

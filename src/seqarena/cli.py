@@ -192,7 +192,8 @@ def _training_options(f):
         click.option("--batch-size", type=int, help="Sequences per step."),
         click.option("--d-model", type=int, help="Model width D."),
         click.option("--layers", type=int, help="Stacked layers or blocks."),
-        click.option("--lr", type=float, help="Peak learning rate (AdamW, warm-up, cosine)."),
+        click.option("--lr", help="Peak learning rate (AdamW, warm-up, cosine); compare also "
+                     "takes auto: each model's own, chosen on the validation split."),
         click.option("--weight-decay", type=float, help="AdamW weight decay on matrices."),
         click.option("--warmup", type=float, help="Fraction of the run spent warming up the lr."),
         click.option("--min-lr", type=float, help="Final lr as a fraction of --lr."),
@@ -245,8 +246,10 @@ def _compare_defaults() -> dict:
     return {"models": ",".join(c.models), "seq_lens": ",".join(map(str, c.seq_lens)),
             "seeds": ",".join(map(str, c.seeds)), "task": t.task, "steps": t.steps,
             "budget_seconds": t.budget_seconds,
-            "batch_size": t.batch_size, "d_model": t.d_model, "layers": t.layers, "lr": t.lr,
-            "eval_every": t.eval_every, "threads": t.threads, "device": t.device}
+            "batch_size": t.batch_size, "d_model": t.d_model, "layers": t.layers,
+            "lr": "auto" if c.lr_auto else t.lr, "lr_grid": ",".join(f"{v:g}" for v in c.lr_grid),
+            "lr_budget": c.lr_budget, "jobs": c.jobs, "eval_every": t.eval_every,
+            "threads": t.threads, "device": t.device}
 
 
 def _flag_layer(given: dict) -> dict:
@@ -261,6 +264,12 @@ def _flag_layer(given: dict) -> dict:
             task_args[key] = given[key]
         given.pop(key, None)
     layer = {k: v for k, v in given.items() if v is not None}
+    if "lr" in layer and layer["lr"] != "auto":
+        try:
+            layer["lr"] = float(layer["lr"])
+        except ValueError:
+            raise UserError(f"--lr expects a number (or auto, for compare), got "
+                            f"{layer['lr']!r}") from None
     if task_args:
         layer["task_args"] = task_args
     if model_args:
@@ -292,6 +301,9 @@ def train(config_file, resume, nproc, **given):
     from seqarena.train import train as run_training, train_processes
 
     try:
+        if given.get("lr") == "auto":
+            raise UserError("--lr auto picks rates across a comparison (seqarena compare); "
+                            "train takes a number, e.g. --lr 1e-3")
         cfg = resolve_config(config_file, _flag_layer(given), resume=resume)
         if nproc > 1 and distributed.launched():
             raise UserError("--nproc starts processes of its own; under torchrun leave it out")
@@ -332,28 +344,43 @@ def _csv(value: str | None, kind: type, flag: str):
 @click.option("--seeds", help="Comma-separated seeds; several give mean and std (default: 0).")
 @click.option("--params", type=int, help="Parameter target (default: the largest model's count at --d-model).")
 @click.option("--out", help="Compare directory (default: runs/compare-<date>-<time>).")
+@click.option("--lr-grid", help="Comma-separated rates --lr auto tries (default: 3e-4,1e-3,3e-3,1e-2).")
+@click.option("--lr-budget", type=float,
+              help="The lr search's longest run as a fraction of the budget (default: 0.25).")
+@click.option("--jobs", type=int, help="Runs at once, each in its own process (default: 1).")
+@click.option("--resume", is_flag=True, help="Continue the comparison in --out: finished runs "
+              "are read back, unfinished ones continue from their checkpoints.")
 @_training_options
-def compare(config_file, models, seq_lens, seeds, **given):
+def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, resume, **given):
     """Train several models on one task under one budget, side by side (the main job)."""
     from seqarena.compare import compare as run_compare, compare_config_from, table_rows
-    from seqarena.table import format_table
     from seqarena.config import read_toml
+    from seqarena.table import format_table
 
     lists = {"models": _csv(models, str, "--models"), "seq_lens": _csv(seq_lens, int, "--seq-lens"),
-             "seeds": _csv(seeds, int, "--seeds")}
+             "seeds": _csv(seeds, int, "--seeds"), "lr_grid": _csv(lr_grid, float, "--lr-grid"),
+             "lr_budget": lr_budget, "jobs": jobs}
+    if lr_grid is not None and not lists["lr_grid"]:
+        raise UserError(f"--lr-grid lists no learning rate, got {lr_grid!r}; e.g. 3e-4,1e-3,3e-3")
     flags = {**_flag_layer(given), **{k: v for k, v in lists.items() if v is not None}}
     cfg = compare_config_from(read_toml(config_file) if config_file else {}, flags,
                               where=config_file or "flags")
-    outcome = run_compare(cfg, echo=click.echo)
+    outcome = run_compare(cfg, echo=click.echo, resume=resume)
     rows, columns, headers = table_rows(outcome.rows)
     click.echo("")
     click.echo(format_table(rows, columns, headers))
     baselines = outcome.rows[0]["baselines"] if outcome.rows else {}
     if baselines:
         click.echo("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in baselines.items()))
-    click.echo("metric: on the test split; train tok/s: median over seeds; peak MiB: one "
-               "training step (forward and backward) above the weights and optimizer state")
+    over = sorted({r["ci_over"] for r in outcome.rows if r.get("ci_over")})
+    click.echo(f"metric: on the test split, [95 % bootstrap interval over {' / '.join(over) or '-'}]"
+               f"; train tok/s: median over seeds [25th, 75th percentile of the logged windows]; "
+               f"train s: training steps only (evaluation excluded); peak MiB: one training step "
+               f"(forward and backward) above the weights and optimizer state")
     click.echo(f"wrote {outcome.out / 'summary.json'} ({outcome.wall_s:.0f} s)")
+    click.echo("")
+    for line in outcome.verdicts:
+        click.echo(line)
 
 
 @cli.command()

@@ -5,43 +5,61 @@ Everything but the model is held equal: the task and its data, the sequence leng
 The models themselves are made equal in size: each gets the width (the Transformer: its
 feed-forward width d_ff) at which its parameter count comes closest to a common target (by
 default the largest model's count at --d-model), so a difference in the metric is a difference
-of architecture, not of capacity.
+of architecture, not of capacity. Each model's peak learning rate is its own, chosen on the
+validation split (seqarena.lrsearch), or one given rate for all (--lr X).
 
+Every metric carries its 95 % interval (seqarena.stats) and the verdicts (seqarena.verdict) name
+a winner only when it is clear of the noise. The runs go through an Executor (seqarena.executor):
+a pool of local processes for --jobs N, the same numbers as one at a time.
+
+    runs/compare-<time>/compare.json                  the CompareConfig, checked on --resume
+    runs/compare-<time>/lr-search/<model>-L<L>-lr<lr>-r<rung>/   the search's runs
     runs/compare-<time>/<model>-L<seq_len>-s<seed>/   one ordinary run directory per run
-    runs/compare-<time>/summary.json                  every RunResult, kind "compare"
+    runs/compare-<time>/summary.json                  every RunResult, kind "compare", the
+                                                      table, verdicts and the lr search
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+import numpy as np
 
+from seqarena.config import TrainConfig, config_from
 from seqarena.errors import ConfigError, UserError
+from seqarena.executor import Executor, LocalExecutor, RunSpec
+from seqarena.fileio import atomic_write_json
+from seqarena.lrsearch import check_grid, rungs, search
 from seqarena.report import write_report
 from seqarena.results import RunResult, write_results
+from seqarena.stats import seeds_interval, values_interval
 from seqarena.tasks import make_task
-from seqarena.config import TrainConfig, config_from
-from seqarena.train import resolve_device, set_threads, train
+from seqarena.tasks.base import ExampleScores
+from seqarena.train import resolve_device, set_threads
+from seqarena.verdict import verdicts
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
-# The default budget: 600 steps, or 40 s of training if a run gets there first. On 2 CPU cores
-# the 10 runs of the default comparison take about 3 minutes (3:16 measured with the machine
-# busy with other work), and the cap keeps them under 8 even when a slow kernel or a busier
-# machine would stretch them; the table shows the steps each run made.
+# The default budget is steps, the same on every machine (a wall-clock cap stops a slow model
+# early on a busy machine, and then "equal budget" is not). 400 steps at batch 32, evaluated on
+# the validation split every 40; the equal-time verdict reads those curves. With the lr search
+# (4 rates, 3 rungs, the longest a quarter of the steps) the default comparison stays under
+# 5 minutes on 2 CPU cores.
 # One thread: these models launch thousands of tiny kernels per step, and with two OpenMP
 # threads on a 2-core machine every kernel waits at a barrier for the other core; with any
 # other process running we measured steps 5-20x slower than with one thread.
-DEFAULT_TRAIN = TrainConfig(task="adding", steps=600, budget_seconds=40.0, batch_size=32,
-                            d_model=64, lr=3e-3, eval_every=200, checkpoint_every=0,
+DEFAULT_TRAIN = TrainConfig(task="adding", steps=400, budget_seconds=0.0, batch_size=32,
+                            d_model=64, lr=3e-3, eval_every=40, checkpoint_every=0,
                             keep_checkpoints=1, threads=1)
+DEFAULT_GRID = (3e-4, 1e-3, 3e-3, 1e-2)  # --lr auto's log grid: half a decade apart
 UNBOUNDED_STEPS = 10**9  # the steps of a run that only a time budget ends
 TOLERANCE = 0.10  # parameter counts must land within 10 % of the target
+SEARCH_DIR = "lr-search"  # the search's runs, beside the comparison's
 
 
 @dataclass(frozen=True)
@@ -50,9 +68,13 @@ class CompareConfig:
 
     models: tuple[str, ...] = DEFAULT_MODELS  # the contenders, each sized to `params`
     seq_lens: tuple[int, ...] = (50, 200)  # a short and a long sequence length
-    seeds: tuple[int, ...] = (0,)  # several seeds: the table shows mean and std
+    seeds: tuple[int, ...] = (0,)  # several seeds: intervals over seeds and test examples
     params: int = 0  # parameter target; 0: the largest of the models' counts at train.d_model
     out: str = ""  # the compare directory; "": runs/compare-<date>-<time>
+    lr_auto: bool = True  # --lr auto: each model's lr by the validation search; False: train.lr
+    lr_grid: tuple[float, ...] = DEFAULT_GRID  # the rates the search tries
+    lr_budget: float = 0.25  # the search's longest run, as a fraction of the budget
+    jobs: int = 1  # runs at once; 1: concurrent runs moved tokens/s by more than 10 % (README)
     train: TrainConfig = DEFAULT_TRAIN  # the settings every run shares
 
     def __post_init__(self):
@@ -66,6 +88,12 @@ class CompareConfig:
             raise ConfigError(f"seq_lens must be positive integers, got {self.seq_lens!r}")
         if not isinstance(self.params, int) or self.params < 0:
             raise ConfigError(f"params must be a non-negative integer, got {self.params!r}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ConfigError(f"jobs must be a positive integer (runs at once), got {self.jobs!r}")
+        if isinstance(self.lr_budget, bool) or not isinstance(self.lr_budget, (int, float)) \
+                or not 0 < self.lr_budget <= 1:
+            raise ConfigError(f"lr_budget is a fraction in (0, 1], got {self.lr_budget!r}")
+        check_grid(self.lr_grid)
 
 
 _OWN = {f.name for f in dataclasses.fields(CompareConfig)} - {"train"}
@@ -74,7 +102,8 @@ _PER_RUN = {"model": "models", "seq_len": "seq_lens", "seed": "seeds", "name": "
 
 def compare_config_from(*layers: dict[str, Any], where: str = "config") -> CompareConfig:
     """A CompareConfig from dicts (TOML, flags) applied in order; training keys go to `train`.
-    The budget is steps or seconds: giving only one of them drops the default of the other."""
+    The budget is steps or seconds: giving only one of them drops the default of the other.
+    `lr = "auto"` asks for the search; a number fixes every model's rate."""
     own: dict[str, Any] = {}
     training: list[dict[str, Any]] = [dataclasses.asdict(DEFAULT_TRAIN)]
     given = set().union(*layers)
@@ -87,6 +116,13 @@ def compare_config_from(*layers: dict[str, Any], where: str = "config") -> Compa
         if clash:
             raise ConfigError(f"{where}: {clash[0]!r} varies across a comparison; set "
                               f"{_PER_RUN[clash[0]]!r} instead")
+        layer = dict(layer)
+        if "lr" in layer:
+            if layer["lr"] == "auto":
+                own["lr_auto"] = True
+                del layer["lr"]
+            else:
+                own["lr_auto"] = False
         own.update({k: tuple(v) if isinstance(v, list) else v for k, v in layer.items() if k in _OWN})
         training.append({k: v for k, v in layer.items() if k not in _OWN})
     return CompareConfig(**own, train=config_from(*training, where=where))
@@ -157,17 +193,22 @@ class CompareOutcome:
     held_equal: dict[str, Any]
     sizes: list[Sizing]
     wall_s: float = 0.0
-    messages: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)  # one line per length and question
+    lrs: dict[str, float] = field(default_factory=dict)  # each model's peak learning rate
 
 
 def held_equal(cfg: CompareConfig, target: int, threads: int) -> dict[str, Any]:
     t = cfg.train
     return {"task": t.task, "task_args": t.task_args, "steps": t.steps,
-            "budget_seconds": t.budget_seconds, "batch_size": t.batch_size,
-            "layers": t.layers, "optimizer": "AdamW", "lr": t.lr, "weight_decay": t.weight_decay,
-            "warmup": t.warmup, "min_lr": t.min_lr, "clip": t.clip, "dropout": t.dropout,
-            "params_target": target, "params_tolerance": TOLERANCE, "seeds": list(cfg.seeds),
-            "threads": threads, "device": str(resolve_device(t.device))}
+            "budget_seconds": t.budget_seconds, "budget": "time" if t.budget_seconds else "steps",
+            "batch_size": t.batch_size, "layers": t.layers, "optimizer": "AdamW",
+            "lr": "auto" if cfg.lr_auto else t.lr,
+            "lr_grid": list(cfg.lr_grid) if cfg.lr_auto else None,
+            "lr_budget": cfg.lr_budget if cfg.lr_auto else None,
+            "weight_decay": t.weight_decay, "warmup": t.warmup, "min_lr": t.min_lr, "clip": t.clip,
+            "dropout": t.dropout, "eval_every": t.eval_every, "params_target": target,
+            "params_tolerance": TOLERANCE, "seeds": list(cfg.seeds), "threads": threads,
+            "jobs": cfg.jobs, "device": str(resolve_device(t.device))}
 
 
 def describe_held_equal(h: dict[str, Any]) -> str:
@@ -175,20 +216,50 @@ def describe_held_equal(h: dict[str, Any]) -> str:
     seconds = f"{h['budget_seconds']:g} s of training" if h["budget_seconds"] else ""
     budget = f"{steps} or {seconds}, whichever comes first" if steps and seconds \
         else steps or seconds
+    budget += " (the budget is time: a busier machine trains fewer steps)" if seconds else ""
     args = "".join(f" {k}={v}" for k, v in h["task_args"].items())
+    lr = f"lr {h['lr']:g}, the same for every model" if h["lr"] != "auto" else \
+        (f"lr per model from {', '.join(f'{v:g}' for v in h['lr_grid'])} by successive halving "
+         f"on the validation split (longest search run {h['lr_budget']:g} of the budget)")
     return (f"held equal: task {h['task']}{args}, {budget}, batch {h['batch_size']}, "
-            f"{h['layers']} layer(s), AdamW lr {h['lr']:g} (warm-up {h['warmup']:.0%}, cosine to "
+            f"{h['layers']} layer(s), AdamW, {lr} (warm-up {h['warmup']:.0%}, cosine to "
             f"{h['min_lr']:.0%}), clip {h['clip']:g}, params {h['params_target']:,} "
             f"(±{h['params_tolerance']:.0%}), seeds ({', '.join(map(str, h['seeds']))}), "
-            f"{h['threads']} CPU thread(s), device {h['device']}")
+            f"{h['threads']} CPU thread(s) per run, {h['jobs']} run(s) at once, "
+            f"device {h['device']}")
 
 
-def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None) -> CompareOutcome:
-    """Train every (model, seq_len, seed) of `cfg`; `echo` receives progress lines."""
+def _check_out(cfg: CompareConfig, out: Path, resume: bool) -> None:
+    """Refuse to overwrite a comparison; on resume, refuse a different one."""
+    saved = out / "compare.json"
+    mine = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items()
+            if k not in ("jobs", "out")}
+    if not resume:
+        if saved.exists() or (out / "summary.json").exists():
+            raise UserError(f"{out} already holds a comparison; add --resume to continue it, "
+                            f"or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(saved, mine)
+        return
+    if not saved.exists():
+        raise UserError(f"{out}: no comparison to resume (no compare.json); drop --resume to "
+                        f"start one, or give its --out")
+    theirs = json.loads(saved.read_text(encoding="utf-8"))
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            raise UserError(f"{saved}: started with {key}={theirs.get(key)!r}, this has "
+                            f"{key}={mine.get(key)!r}; resume with the same settings")
+
+
+def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None,
+            resume: bool = False, executor: Executor | None = None) -> CompareOutcome:
+    """Train every (model, seq_len, seed) of `cfg`; `echo` receives progress lines. resume:
+    continue the comparison in cfg.out (finished runs are read back, the others continue)."""
     t0 = time.perf_counter()
+    if resume and not cfg.out:
+        raise UserError("--resume continues a comparison: give its directory with --out")
     out = Path(cfg.out or Path(cfg.train.out) / time.strftime("compare-%Y%m%d-%H%M%S"))
-    if (out / "summary.json").exists():
-        raise UserError(f"{out} already holds a comparison; choose another --out")
+    executor = executor or LocalExecutor(cfg.jobs)
     threads = set_threads(cfg.train.threads)
     # Build every task first: a length too short for the task fails before any training.
     tasks = {L: make_task(cfg.train.task, seq_len=L, seed=cfg.train.seed, **cfg.train.task_args)
@@ -205,70 +276,149 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None)
     if far:
         raise UserError(f"cannot size {', '.join(far)} to within {TOLERANCE:.0%} of {target:,} "
                         f"parameters; choose another --d-model or --params")
+    time_budget = bool(cfg.train.budget_seconds) and cfg.train.steps >= UNBOUNDED_STEPS
+    if cfg.lr_auto:
+        rungs(len(cfg.lr_grid), cfg.train, cfg.lr_budget, time_budget)  # too small: fail now
+    _check_out(cfg, out, resume)
 
-    results: list[RunResult] = []
+    def run_config(s: Sizing, L: int, seed: int, lr: float) -> TrainConfig:
+        return dataclasses.replace(cfg.train, model=s.model, seq_len=L, seed=seed, lr=lr,
+                                   d_model=s.d_model, model_args=s.model_args, out=str(out),
+                                   name=f"{s.model}-L{L}-s{seed}")
+
+    lrs = {s.model: cfg.train.lr for s in sizes}
+    search_doc = None
+    if cfg.lr_auto:
+        L, seed = min(cfg.seq_lens), cfg.seeds[0]
+        echo(f"lr search: each model at L={L}, seed {seed}, scored on the validation split")
+        found = search([run_config(s, L, seed, cfg.train.lr) for s in sizes], cfg.lr_grid,
+                       cfg.lr_budget, executor, out / SEARCH_DIR, echo=echo, resume=resume)
+        lrs = {m: r.lr for m, r in found.items()}
+        echo("lr chosen: " + ", ".join(f"{m} {lr:g}" for m, lr in lrs.items()))
+        search_doc = {"seq_len": L, "seed": seed, "split": "val",
+                      "models": {m: dataclasses.asdict(r) for m, r in found.items()}}
+
     runs = [(L, s, seed) for L in cfg.seq_lens for s in sizes for seed in cfg.seeds]
-    for i, (L, s, seed) in enumerate(runs, 1):
-        run_cfg = dataclasses.replace(cfg.train, model=s.model, seq_len=L, seed=seed,
-                                      d_model=s.d_model, model_args=s.model_args, out=str(out),
-                                      name=f"{s.model}-L{L}-s{seed}")
-        result = _train_one(run_cfg)
-        results.append(result)
+    specs = [RunSpec(dataclasses.asdict(run_config(s, L, seed, lrs[s.model])), resume=resume)
+             for L, s, seed in runs]
+    finished = [0]
+
+    def done(i: int, result: RunResult) -> None:
+        finished[0] += 1
+        L, s, seed = runs[i]
         metric = "-" if result.metric is None else f"{result.metric:.4g}"
-        echo(f"[{i}/{len(runs)}] {s.model} L={L} seed {seed}: {result.metric_name} {metric} "
-             f"({result.status}, {result.steps} steps, {result.wall_s:.0f} s)")
-    rows = aggregate(results)
+        ci = f" [{result.metric_ci[0]:.4g}, {result.metric_ci[1]:.4g}]" if result.metric_ci else ""
+        echo(f"[{finished[0]}/{len(runs)}] {s.model} L={L} seed {seed} lr {lrs[s.model]:g}: "
+             f"{result.metric_name} {metric}{ci} ({result.status}, {result.steps} steps, "
+             f"{result.train_s or 0:.0f} s training)")
+
+    results = executor.run(specs, done)
+    for r in results:
+        r.lr_tuned = cfg.lr_auto
+    rows = aggregate(results, tasks)
+    knob = f"--budget-seconds (now {cfg.train.budget_seconds:g})" if time_budget else \
+        f"--steps (now {cfg.train.steps})"
+    lines = [v.as_dict() for v in verdicts(rows, knob)]
     wall = time.perf_counter() - t0
     write_results(out / "summary.json", "compare", results, held_equal=equal, table=rows,
+                  verdicts=lines, lr_search=search_doc,
                   sizes=[dataclasses.asdict(s) for s in sizes], wall_s=wall)
     report = write_report([out], out / "report.html", log=echo)
     echo(f"report: {report}")
-    return CompareOutcome(out, results, rows, equal, sizes, wall)
+    return CompareOutcome(out, results, rows, equal, sizes, wall, [v["text"] for v in lines], lrs)
 
 
-def _train_one(cfg: TrainConfig) -> RunResult:
-    """One run; running out of memory is a result (status "oom"), not the end of the sweep."""
-    try:
-        return train(cfg).result
-    except torch.OutOfMemoryError:
-        status = "oom"
-    except RuntimeError as e:
-        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
-            raise
-        status = "oom"
-    return RunResult(model=cfg.model, task=cfg.task, seq_len=cfg.seq_len, params=0,
-                     metric_name="", metric=None, higher_is_better=True, train_tokens_per_s=0.0,
-                     peak_mem_bytes=0, wall_s=0.0, steps=0, seed=cfg.seed, status=status,
-                     extra={"run_dir": str(cfg.run_dir)})
+# --- aggregating over seeds ---------------------------------------------------------------------
+
+def _curve(run_dir: Path, metric: str) -> list[tuple[float, float, list | None]]:
+    """(training seconds, val metric, its interval) at each evaluation of a run."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return [(r["train_s"], r[f"val_{metric}"], r.get(f"val_{metric}_ci")) for r in rows
+            if f"val_{metric}" in r and "train_s" in r]
+
+
+def at_time(curve: list[tuple[float, float, list | None]], T: float):
+    """(value, interval) of the last evaluation at or before T training seconds, or (None, None)."""
+    before = [c for c in curve if c[0] <= T * (1 + 1e-9)]
+    return (before[-1][1], before[-1][2]) if before else (None, None)
+
+
+def _examples(r: RunResult, task) -> ExampleScores | None:
+    path = Path(r.extra.get("run_dir", "")) / f"{r.split}_examples.npz"
+    if not r.split or not path.exists():
+        return None
+    with np.load(path) as z:
+        totals = {k[len("total_"):]: z[k] for k in z.files if k.startswith("total_")}
+        counts = {k[len("count_"):]: z[k] for k in z.files if k.startswith("count_")}
+    return ExampleScores(totals, counts, task.finish)
+
+
+def aggregate(results: list[RunResult], tasks: dict[int, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per (model, seq_len): the metric's mean over seeds with its 95 % interval (over the
+    test examples; over seeds and test examples with two or more seeds), the validation metric at
+    the equal training time T, and medians of the rest."""
+    groups: dict[tuple[str, int], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault((r.model, r.seq_len), []).append(r)
+    T = {}  # the shortest finished run's training time, per length
+    for r in results:
+        if r.status == "ok" and r.train_s:
+            T[r.seq_len] = min(T.get(r.seq_len, r.train_s), r.train_s)
+    rows = []
+    for (model, L), rs in groups.items():
+        done = [r for r in rs if r.metric is not None]
+        mean, std = _mean_std([r.metric for r in done])
+        ci, over = (done[0].metric_ci, "test examples") if len(done) == 1 else (None, "")
+        if len(done) > 1:
+            scores = [_examples(r, tasks[L]) if tasks else None for r in done]
+            if all(s is not None for s in scores):
+                found, over = seeds_interval(scores, done[0].metric_name), "seeds and test examples"
+            else:  # a task without per-example scores: the seeds' spread alone
+                found, over = values_interval([r.metric for r in done]), "seeds"
+            ci = list(found) if found else None
+        name = rs[0].metric_name
+        timed = [at_time(_curve(Path(r.extra.get("run_dir", "")), name), T[L])
+                 for r in done if L in T]
+        values = [v for v, _ in timed if v is not None]
+        at_ci = None
+        if len(values) == 1:
+            at_ci = timed[0][1]
+        elif len(values) > 1:
+            seeds = values_interval(values)
+            widths = [c for _, c in timed if c]
+            at_ci = list(seeds) if seeds else None
+            if at_ci and widths:  # the wider of the seed and the val-example intervals
+                at_ci = [min(at_ci[0], statistics.fmean(c[0] for c in widths)),
+                         max(at_ci[1], statistics.fmean(c[1] for c in widths))]
+        ok = [r for r in rs if r.status == "ok"]
+        spreads = [r.train_tokens_per_s_spread for r in ok if r.train_tokens_per_s_spread]
+        rows.append({
+            "model": model, "seq_len": L, "params": rs[0].params,
+            "metric_name": name, "metric": mean, "metric_std": std,
+            "metric_ci": ci, "ci_over": over,
+            "higher_is_better": rs[0].higher_is_better, "seeds": len(rs), "finished": len(done),
+            "lr": rs[0].lr, "lr_tuned": rs[0].lr_tuned,
+            "equal_time_s": T.get(L), "metric_at_time": statistics.fmean(values) if values else None,
+            "metric_at_time_ci": at_ci,
+            "train_tokens_per_s": statistics.median(r.train_tokens_per_s for r in ok) if ok else None,
+            "train_tokens_per_s_spread": [min(s[0] for s in spreads), max(s[1] for s in spreads)]
+            if spreads else None,
+            "peak_mem_bytes": max(r.peak_mem_bytes for r in rs),
+            "wall_s": statistics.fmean(r.wall_s for r in rs),
+            "train_s": statistics.fmean(r.train_s or 0.0 for r in rs),
+            "steps": statistics.median(r.steps for r in rs),
+            "status": ",".join(sorted({r.status for r in rs})),
+            "baselines": rs[0].extra.get("baselines", {})})
+    return rows
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def aggregate(results: list[RunResult]) -> list[dict[str, Any]]:
-    """One row per (model, seq_len): metric mean and std over seeds, medians of the rest."""
-    groups: dict[tuple[str, int], list[RunResult]] = {}
-    for r in results:
-        groups.setdefault((r.model, r.seq_len), []).append(r)
-    rows = []
-    for (model, L), rs in groups.items():
-        done = [r for r in rs if r.metric is not None]
-        mean, std = _mean_std([r.metric for r in done])
-        ok = [r for r in rs if r.status == "ok"]
-        rows.append({
-            "model": model, "seq_len": L, "params": rs[0].params,
-            "metric_name": rs[0].metric_name, "metric": mean, "metric_std": std,
-            "higher_is_better": rs[0].higher_is_better, "seeds": len(rs), "finished": len(done),
-            "train_tokens_per_s": statistics.median(r.train_tokens_per_s for r in ok) if ok else None,
-            "peak_mem_bytes": max(r.peak_mem_bytes for r in rs),
-            "wall_s": statistics.fmean(r.wall_s for r in rs),
-            "steps": statistics.median(r.steps for r in rs),
-            "status": ",".join(sorted({r.status for r in rs})),
-            "baselines": rs[0].extra.get("baselines", {})})
-    return rows
 
 
 def table_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -278,18 +428,24 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[s
     shown = []
     for r in rows:
         metric = "-" if r["metric"] is None else f"{r['metric']:.4g}"
-        if r["metric_std"] is not None:
-            metric += f" ± {r['metric_std']:.2g}"
+        if r.get("metric_ci"):
+            metric += f" [{r['metric_ci'][0]:.4g}, {r['metric_ci'][1]:.4g}]"
+        speed = _round(r["train_tokens_per_s"])
+        spread = r.get("train_tokens_per_s_spread")
         shown.append({"model": r["model"], "L": r["seq_len"], "params": r["params"],
-                      "metric": metric, "tokens_per_s": _round(r["train_tokens_per_s"]),
+                      "lr": "-" if r.get("lr") is None else
+                      f"{r['lr']:g}{' (tuned)' if r.get('lr_tuned') else ''}",
+                      "metric": metric,
+                      "tokens_per_s": "-" if speed is None else f"{speed:,}" + (
+                          f" [{spread[0]:,.0f}, {spread[1]:,.0f}]" if spread else ""),
                       "peak_mib": None if r["peak_mem_bytes"] is None
                       else round(r["peak_mem_bytes"] / 2**20, 1),
-                      "wall_s": round(r["wall_s"], 1), "steps": int(r["steps"]),
+                      "train_s": round(r.get("train_s") or 0.0, 1), "steps": int(r["steps"]),
                       "status": r["status"]})
-    columns = ["model", "L", "params", "metric", "tokens_per_s", "peak_mib", "wall_s", "steps",
-               "status"]
-    headers = ["model", "L", "params", f"{name} ({better} is better)", "train tok/s",
-               "peak MiB", "wall s", "steps", "status"]
+    columns = ["model", "L", "params", "lr", "metric", "tokens_per_s", "peak_mib", "train_s",
+               "steps", "status"]
+    headers = ["model", "L", "params", "lr", f"{name} [95 % interval] ({better} is better)",
+               "train tok/s [25-75 %]", "peak MiB", "train s", "steps", "status"]
     return shown, columns, headers
 
 

@@ -224,10 +224,15 @@ class Trainer:
 
         self.model.eval()
         with torch.no_grad(), self.autocast():
-            self.scores = self.task.evaluate_examples(self.model, split, self.cfg.batch_size)
+            try:
+                self.scores = self.task.evaluate_examples(self.model, split, self.cfg.batch_size)
+                metrics = self.scores.metrics()
+            except NotImplementedError:  # a task with its own evaluate() and no score(): no interval
+                self.scores = None
+                metrics = self.task.evaluate(self.model, split, self.cfg.batch_size)
         self.model.train()
-        ci = example_interval(self.scores, self.task.metric_name)
-        return {**{f"{split}_{k}": float(v) for k, v in self.scores.metrics().items()},
+        ci = example_interval(self.scores, self.task.metric_name) if self.scores else None
+        return {**{f"{split}_{k}": float(v) for k, v in metrics.items()},
                 f"{split}_{self.task.metric_name}_ci": list(ci) if ci else None}
 
     def autocast(self):
@@ -332,7 +337,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
             stop = False
             if cfg.eval_every and self.step % cfg.eval_every == 0:
-                record = {"step": self.step, **record, **self.evaluate("val")}
+                record = {"step": self.step, **record, "train_s": self.train_s,
+                          **self.evaluate("val")}
                 stop = self.early_stop(record)
             if record:
                 self.log(record)
@@ -380,6 +386,7 @@ class Trainer:
         final = self.evaluate(split) if status == "ok" else {}
         if final and self.main:
             self.log({"step": self.step, **final})
+        if final and self.main and self.scores is not None:
             # each example's sums, so a comparison can pool intervals over seeds
             np.savez(self.run_dir / f"{split}_examples.npz",
                      **{f"total_{k}": v for k, v in self.scores.totals.items()},

@@ -1,0 +1,162 @@
+"""The learning-rate search of `compare --lr auto`: successive halving over a log grid, scored on
+the validation split only.
+
+Each model gets its own peak learning rate: recurrent networks and Transformers want different
+ones, so one shared rate favours some families. Every grid value trains a short run (rung 0);
+the better ones go on to runs `reduction` times longer, until the last rung's runs are `budget`
+of the comparison's steps (or seconds); the best of the last rung wins. A rung's runs start from
+scratch with their own warm-up and cosine, so a rate is judged over a whole schedule, as the
+comparison will use it. Runs are scored on "val" (final_split="val"): the test split is never read.
+
+Optuna does the bookkeeping: the grid is enqueued as the study's trials (its sampler is never
+left to draw: GridSampler cannot be used outside study.optimize, as it stops the study when the
+grid is spent), SuccessiveHalvingPruner decides who goes on. Its pruner is asynchronous (ASHA): it judges each trial as it reports, against those
+that reported before. A rung's runs go through the Executor side by side, and their reports are
+told in grid order once the whole rung has finished, so the decisions, and so the chosen rate,
+do not depend on which run finished first: `--jobs 2` picks what `--jobs 1` picks. (Under this
+order a rate goes on when it is the best so far of its rung, or within the top 1/reduction of it.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from seqarena.config import TrainConfig
+from seqarena.errors import ConfigError, UserError
+from seqarena.executor import Executor, RunSpec
+
+REDUCTION = 2  # each rung keeps about 1/2 of the rates and trains them twice as long
+MIN_RUNG_STEPS = 10  # a shorter first rung would judge warm-up, not a learning rate
+
+
+@dataclass(frozen=True)
+class Trial:
+    lr: float
+    values: tuple[float | None, ...]  # validation metric at each rung it ran (None: diverged)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    model: str
+    lr: float  # the chosen peak learning rate
+    trials: tuple[Trial, ...]
+    rungs: tuple[float, ...]  # each rung's budget: steps, or seconds for a time budget
+
+
+def check_grid(grid: tuple[float, ...]) -> tuple[float, ...]:
+    """The grid sorted; ConfigError when it is empty, repeats a value or holds a non-positive one."""
+    if not isinstance(grid, tuple) or not grid:
+        raise ConfigError("lr_grid must list at least one learning rate, e.g. 3e-4,1e-3,3e-3,1e-2")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+           or not math.isfinite(v) for v in grid):
+        raise ConfigError(f"lr_grid must hold positive numbers, got {grid!r}")
+    if len(set(grid)) != len(grid):
+        raise ConfigError(f"lr_grid lists a value twice: {grid!r}")
+    return tuple(sorted(float(v) for v in grid))
+
+
+def rungs(n_rates: int, train: TrainConfig, budget: float, time_budget: bool) -> tuple[float, ...]:
+    """Each rung's steps (or seconds), shortest first; UserError when the first is too short."""
+    count = 1 + int(math.floor(math.log(n_rates, REDUCTION) + 1e-9)) if n_rates > 1 else 1
+    if time_budget:
+        top = budget * train.budget_seconds
+        return tuple(top / REDUCTION ** (count - 1 - k) for k in range(count))
+    top = int(round(budget * train.steps))
+    steps = tuple(top // REDUCTION ** (count - 1 - k) for k in range(count))
+    if steps[0] < MIN_RUNG_STEPS:
+        raise UserError(f"--lr auto: the search's first rung would train {steps[0]} steps "
+                        f"({budget:g} of {train.steps} steps halved {count - 1} times for "
+                        f"{n_rates} rates), under {MIN_RUNG_STEPS}; raise --steps or "
+                        f"--lr-budget, use fewer --lr-grid values, or give --lr X")
+    return steps
+
+
+def trial_config(base: TrainConfig, lr: float, rung: int, budget: float, time_budget: bool,
+                 out: Path) -> TrainConfig:
+    """The run of rate `lr` at a rung: scored on val, one evaluation (at the end), no extras."""
+    limit = {"budget_seconds": budget} if time_budget else {"steps": int(budget)}
+    return dataclasses.replace(base, lr=lr, final_split="val", eval_every=0, patience=0,
+                               checkpoint_every=0, keep_checkpoints=1, tensorboard=False,
+                               out=str(out), name=f"{base.model}-L{base.seq_len}-lr{lr:g}-r{rung}",
+                               **limit)
+
+
+def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, executor: Executor,
+           out: Path, echo: Callable[[str], None] = lambda line: None,
+           resume: bool = False) -> dict[str, SearchResult]:
+    """Each base config's model's best learning rate; all models' trials of a rung run together."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    grid = check_grid(grid)
+    time_budget = bool(bases[0].budget_seconds) and bases[0].steps >= 10**9
+    sizes = rungs(len(grid), bases[0], budget, time_budget)
+    studies, trials, values = {}, {}, {}
+    for base in bases:
+        maximize = _higher_is_better(base)
+        study = optuna.create_study(
+            direction="maximize" if maximize else "minimize",
+            sampler=optuna.samplers.RandomSampler(seed=0),
+            pruner=optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=1, reduction_factor=REDUCTION, min_early_stopping_rate=0))
+        for lr in grid:  # every grid value once: enqueued values come before any sampled one
+            study.enqueue_trial({"lr": lr})
+        asked = [study.ask() for _ in grid]
+        by_lr = {t.suggest_float("lr", grid[0], grid[-1], log=True): t for t in asked}
+        studies[base.model] = study
+        trials[base.model] = [by_lr[lr] for lr in grid]  # grid order: the order reports are told
+        values[base.model] = {lr: [] for lr in grid}
+    alive = {base.model: list(grid) for base in bases}
+    for k, size in enumerate(sizes):
+        specs, owners = [], []
+        for base in bases:
+            for lr in alive[base.model]:
+                cfg = trial_config(base, lr, k, size, time_budget, out)
+                specs.append(RunSpec(dataclasses.asdict(cfg), resume=resume))
+                owners.append((base.model, lr))
+        unit = "s" if time_budget else "steps"
+        echo(f"lr search, rung {k + 1}/{len(sizes)}: {len(specs)} run(s) of {size:g} {unit}")
+        results = executor.run(specs)
+        scored = {owner: r.metric if r.status == "ok" else None for owner, r in zip(owners, results)}
+        for base in bases:
+            study, keep = studies[base.model], []
+            for lr, trial in zip(grid, trials[base.model]):
+                if lr not in alive[base.model]:
+                    continue
+                value = scored[(base.model, lr)]
+                values[base.model][lr].append(value)
+                ok = value is not None and math.isfinite(value)
+                if k == len(sizes) - 1:
+                    if ok:
+                        study.tell(trial, value)
+                    else:
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    continue
+                trial.report(value if ok else math.nan, step=REDUCTION ** k)
+                if trial.should_prune():
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    keep.append(lr)
+            alive[base.model] = keep
+    found = {}
+    for base in bases:
+        done = [t for t in studies[base.model].trials
+                if t.state == optuna.trial.TrialState.COMPLETE]
+        if not done:
+            raise UserError(f"--lr auto: no learning rate of the grid trained {base.model} without "
+                            f"diverging ({', '.join(f'{v:g}' for v in grid)}); give --lr-grid "
+                            f"lower values, or --lr X")
+        best = studies[base.model].best_trial.params["lr"]
+        found[base.model] = SearchResult(
+            base.model, best, tuple(Trial(lr, tuple(values[base.model][lr])) for lr in grid), sizes)
+    return found
+
+
+def _higher_is_better(cfg: TrainConfig) -> bool:
+    from seqarena.tasks import TASKS
+
+    return bool(TASKS.get(cfg.task).higher_is_better)
