@@ -20,7 +20,8 @@ from seqarena.results import SCHEMA_VERSION, BenchResult, RunResult, read_result
 ANALYSIS_KINDS = ("gradients", "attention")  # kinds of the JSON files `seqarena analyze` writes
 MAX_DEPTH = 4  # how deep a directory is searched: a compare dir holds runs, runs hold analyses
 RESULTS_FILES = ("bench.json", "results.json")  # what a bench results directory holds
-NOT_SEARCHED = {"checkpoints", "__pycache__", "tensorboard"}  # never hold results
+NOT_SEARCHED = {"checkpoints", "__pycache__", "tensorboard", "lr-search"}  # never hold results
+# (lr-search: compare's learning-rate trials, scored on val; the report shows the chosen rates)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Inputs:
     analyses: list[dict[str, Any]] = field(default_factory=list)  # docs, with "path" added
     skipped: list[str] = field(default_factory=list)  # "path: why", one per thing not shown
     held_equal: list[str] = field(default_factory=list)  # what each comparison held equal
+    verdicts: list[str] = field(default_factory=list)  # each comparison's verdict lines
 
     def empty(self) -> bool:
         return not (self.runs or any(b.results for b in self.benches) or self.analyses)
@@ -95,11 +97,12 @@ class _Collector:
         self.analyses: dict[Path, dict[str, Any]] = {}
         self.skipped: list[str] = []
         self.held_equal: list[str] = []
+        self.verdicts: list[str] = []
 
     def inputs(self) -> Inputs:
         return Inputs(list(self.runs.values()), list(self.benches.values()),
                       list(self.analyses.values()), list(dict.fromkeys(self.skipped)),
-                      list(dict.fromkeys(self.held_equal)))
+                      list(dict.fromkeys(self.held_equal)), list(dict.fromkeys(self.verdicts)))
 
     def skip(self, path: Path, why: str) -> None:
         self.skipped.append(f"{path}: {why}")
@@ -165,6 +168,8 @@ class _Collector:
         else:
             if isinstance(doc.get("held_equal"), dict):
                 self.held_equal.append(_describe(doc["held_equal"]))
+            self.verdicts += [str(v["text"]) for v in doc.get("verdicts") or []
+                              if isinstance(v, dict) and "text" in v]
             for r in doc["results"]:
                 run_dir = _find_run_dir(path.parent, r)
                 if run_dir is not None:

@@ -138,6 +138,8 @@ def _page(inputs: Inputs, colour: Palette, rendered: list[tuple[Chart, str]],
                      'not be shown, or only in part:</p><ul>'
                      + "".join(f"<li><code>{html.escape(s)}</code></li>" for s in inputs.skipped)
                      + "</ul></section>")
+    if inputs.verdicts:
+        parts.append(_verdicts(inputs.verdicts))
     glance = _glance(inputs, found)
     if glance:
         parts.append(glance)
@@ -164,6 +166,16 @@ def _header(machines: list[str]) -> str:
             'Transformers, measured. <span class="chip recurrent">recurrent</span> models are '
             'drawn in blues, <span class="chip attention">attention</span> models in oranges.</p>'
             f'<div class="machine"><span>Measured on</span><ul>{where}</ul></div></header>')
+
+
+def _verdicts(lines: list[str]) -> str:
+    """The comparison's answer first: per length, best at equal steps and at equal training time,
+    fastest to train; a winner only when its interval clears every other model's."""
+    return ('<section id="verdicts" class="glance"><h2>Verdicts</h2><p class="hint">A winner is '
+            'named only when its 95 % interval overlaps no other model\'s; otherwise it is a tie '
+            'within noise. Intervals: bootstrap over the test examples (and over seeds, with two '
+            'or more); tokens/s: 25th to 75th percentile of the logged windows.</p><ul>'
+            + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul></section>")
 
 
 def _glance(inputs: Inputs, found: list[Crossover]) -> str:
@@ -213,15 +225,17 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
             better = res.higher_is_better
             if k not in best or (res.metric > best[k] if better else res.metric < best[k]):
                 best[k] = res.metric
-    head = ["model", "task", "L", "params", "metric", "train tokens/s", "peak memory", "wall time",
-            "steps", "seed", "status"]
+    head = ["model", "task", "L", "params", "lr", "metric [95 % interval]",
+            "train tokens/s [25-75 %]", "peak memory", "train time", "wall time", "steps", "seed",
+            "status"]
     body = []
     for r in rows:
         res = r.result
         if res is None:
             last = r.metrics[-1] if r.metrics else {}
             cells = [_model_cell(r.model, colour), _td(r.task), _num(r.seq_len), _td("–"),
-                     _td("–"), _num(last.get("tokens_per_s"), ".4g"), _td("–"),
+                     _num(last.get("lr"), ".3g"), _td("–"), _num(last.get("tokens_per_s"), ".4g"),
+                     _td("–"), _num(last.get("train_s"), ".1f", " s"),
                      _num(last.get("wall_s"), ".1f", " s"), _num(last.get("step")), _num(r.seed),
                      '<td><span class="status bad">stopped</span></td>']
         else:
@@ -229,19 +243,33 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
                 and len([x for x in rows if (x.task, x.seq_len) == (r.task, r.seq_len)]) > 1
             metric = (f'<td class="num{" best" if is_best else ""}" data-value="{res.metric}">'
                       f'<span class="unit">{html.escape(res.metric_name)}</span> '
-                      f'{_fmt(res.metric)}</td>'
+                      f'{_fmt(res.metric)}{_interval(res.metric_ci, _fmt)}</td>'
                       if _finite(res.metric) else '<td class="num">–</td>')
+            speed = (f'<td class="num" data-value="{res.train_tokens_per_s}">'
+                     f'{res.train_tokens_per_s:,.0f}'
+                     f'{_interval(res.train_tokens_per_s_spread, lambda v: f"{v:,.0f}")}</td>')
+            lr = _td("–") if res.lr is None else \
+                _td(f"{res.lr:g}" + (" (tuned)" if res.lr_tuned else ""))
             cells = [_model_cell(r.model, colour), _td(r.task), _num(res.seq_len),
-                     _num(res.params), metric, _num(res.train_tokens_per_s, ",.0f"),
+                     _num(res.params), lr, metric, speed,
                      _num(res.peak_mem_bytes / 2**20 if res.peak_mem_bytes else None, ",.1f",
                           " MiB", raw=res.peak_mem_bytes),
+                     _num(res.train_s, ".1f", " s", raw=res.train_s),
                      _num(res.wall_s, ".1f", " s", raw=res.wall_s), _num(res.steps), _num(res.seed),
                      f'<td><span class="status {"ok" if res.status == "ok" else "bad"}">'
                      f'{html.escape(res.status)}</span></td>']
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ('<section id="summary"><h2>Summary</h2><p class="hint">One row per trained model. '
-            'The best metric at each task and length is highlighted.</p>'
-            + _table(head, body, "summary", numeric=range(2, 10)) + "</section>")
+            'The best metric at each task and length is highlighted. Train time counts training '
+            'steps only; wall time adds evaluation and checkpoints. "(tuned)": the rate the '
+            'validation search chose for the model.</p>'
+            + _table(head, body, "summary", numeric=range(2, 12)) + "</section>")
+
+
+def _interval(pair: list[float] | None, fmt) -> str:
+    if not pair:
+        return ""
+    return f' <span class="unit">[{html.escape(fmt(pair[0]))}, {html.escape(fmt(pair[1]))}]</span>'
 
 
 def _bench_tables(inputs: Inputs, colour: Palette) -> str:

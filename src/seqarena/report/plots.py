@@ -16,8 +16,8 @@ from seqarena.report.style import (Chart, Palette, ema, figure_grid, finite, leg
 
 # --- training -------------------------------------------------------------------------------
 
-STANDARD_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_s", "wall_s", "epoch", "tokens",
-                 "split", "time", "schema_version"}
+STANDARD_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_s", "wall_s", "train_s", "epoch",
+                 "tokens", "split", "time", "schema_version"}
 
 
 def metric_key(run: Run) -> str | None:
@@ -32,7 +32,8 @@ def metric_key(run: Run) -> str | None:
 
 
 def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
-    """Loss and metric against step, per task and length; all models on the same axes."""
+    """Loss and metric against step, and the metric against training seconds (evaluation time
+    left out), per task and length; all models on the same axes."""
     groups = defaultdict(list)
     for r in runs:
         if r.metrics:
@@ -43,7 +44,8 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
         # A metric logged once (only at the end) is a point, not a curve: the summary shows it.
         has_metric = any(sum(finite(row.get(keys[id(r)])) for row in r.metrics) > 1
                          for r in group if keys[id(r)])
-        fig, axes = figure_grid(2 if has_metric else 1)
+        timed = has_metric and any(finite(row.get("train_s")) for r in group for row in r.metrics)
+        fig, axes = figure_grid(1 + has_metric + timed)
         labelled = set()  # one legend entry per model, however many seeds
         for r in sorted(group, key=lambda r: (model_order(r.model), r.seed or 0)):
             style = dict(color=colour(r.model), linestyle="-" if r.result else "--")
@@ -63,6 +65,11 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
                 if pts:
                     x, y = zip(*pts)
                     axes[1].plot(x, y, marker="o", label=label, **style)
+                pts = [(row["train_s"], row[key]) for row in r.metrics
+                       if finite(row.get(key)) and finite(row.get("train_s"))]
+                if timed and pts:
+                    x, y = zip(*pts)
+                    axes[2].plot(x, y, marker="o", label=label, **style)
         axes[0].set_title("Training loss")
         axes[0].set_xlabel("step (optimizer updates)")
         axes[0].set_ylabel(f"loss ({task}'s training loss)")
@@ -78,6 +85,17 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
             axes[1].set_xlabel("step (optimizer updates)")
             axes[1].set_ylabel(name + {True: " (higher is better)", False: " (lower is better)",
                                        None: ""}[better])
+        if timed:
+            axes[2].set_title(f"Held-out {name} against training time")
+            axes[2].set_xlabel("training seconds (evaluation excluded)")
+            axes[2].set_ylabel(axes[1].get_ylabel())
+            ends = [r.result.train_s for r in group
+                    if r.result and r.result.status == "ok" and finite(r.result.train_s)]
+            if ends:  # where the equal-time verdict reads every curve
+                axes[2].axvline(min(ends), color="0.5", linestyle=":", linewidth=1)
+                axes[2].annotate("equal time", (min(ends), 1), xycoords=("data", "axes fraction"),
+                                 xytext=(3, -12), textcoords="offset points", fontsize=8,
+                                 color="0.4")
         legend_below(fig, axes)
         where = f"{task}, L = {seq_len}" if seq_len else task
         charts.append(Chart(f"curves_{slug(task)}_L{seq_len}", "Training",
@@ -85,7 +103,10 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
                             "Each model trained on the same task, length and budget. Recurrent "
                             "models are drawn in blues, attention models in oranges; dashed lines "
                             "are runs that stopped early. Long curves are smoothed (exponential "
-                            "moving average), the raw loss faint behind.", _sources(group)))
+                            "moving average), the raw loss faint behind. The last panel reads "
+                            "the held-out metric against training seconds; the dotted line is the "
+                            "shortest finished run's training time, where the equal-time verdict "
+                            "compares every model.", _sources(group)))
     return charts
 
 

@@ -1,0 +1,167 @@
+"""How compare's runs run: the learning-rate search, --jobs, --resume, and exact resume of a run
+with a time budget (a fake clock makes training seconds exact)."""
+
+import dataclasses
+import json
+
+import pytest
+
+from seqarena import train as train_module
+from seqarena.cli import main
+from seqarena.compare import CompareConfig, compare
+from seqarena.config import TrainConfig
+from seqarena.executor import LocalExecutor, RunSpec, execute
+from seqarena.lrsearch import rungs, search
+from seqarena.results import read_results
+from seqarena.tasks.base import GeneratedTask
+
+
+def tiny(tmp_path, **fields):
+    base = dict(model="lstm", task="adding", seq_len=10, steps=80, batch_size=16, d_model=8,
+                lr=1e-3, eval_every=20, log_every=10, checkpoint_every=0, keep_checkpoints=1,
+                out=str(tmp_path), device="cpu", threads=1, task_args={"eval_size": 64})
+    return TrainConfig(**{**base, **fields})
+
+
+# --- the learning-rate search ---------------------------------------------------------------
+
+def test_lr_search_picks_the_rate_that_learns_and_never_reads_the_test_split(tmp_path, monkeypatch):
+    read = []
+    heldout = GeneratedTask.heldout
+
+    def spy(self, split):
+        read.append(split)
+        if split == "test":
+            raise AssertionError("the search read the test split")
+        return heldout(self, split)
+
+    monkeypatch.setattr(GeneratedTask, "heldout", spy)
+    base = tiny(tmp_path, steps=160)
+    # 1e-6 barely moves, 3e-2 learns, 1e3 diverges
+    found = search([base], (1e-6, 3e-2, 1e3), budget=0.5, executor=LocalExecutor(1),
+                   out=tmp_path / "lr-search")["lstm"]
+    assert found.lr == 3e-2
+    assert found.rungs == (40, 80)
+    trials = {t.lr: t.values for t in found.trials}
+    assert len(trials[1e3]) == 1 and len(trials[3e-2]) == 2  # the diverging rate went no further
+    assert set(read) == {"val"}
+    runs = sorted(p.name for p in (tmp_path / "lr-search").iterdir())
+    assert "lstm-L10-lr0.03-r1" in runs and "lstm-L10-lr1000-r1" not in runs
+
+
+def test_lr_search_budget_too_small_to_halve_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(Exception, match="first rung would train 5 steps"):
+        rungs(4, tiny(tmp_path, steps=40), 0.25, time_budget=False)
+    for args, words in [(["--steps", "40"], "first rung would train"),
+                        (["--lr-grid", ","], "--lr-grid lists no learning rate"),
+                        (["--lr-grid", "1e-3,abc"], "--lr-grid expects a comma-separated list"),
+                        (["--lr-grid", "1e-3,-1"], "lr_grid must hold positive numbers"),
+                        (["--lr-grid", "1e-3,1e-3"], "lr_grid lists a value twice"),
+                        (["--jobs", "0"], "jobs must be a positive integer"),
+                        (["--lr", "fast"], "--lr expects a number")]:
+        with pytest.raises(SystemExit) as e:
+            main(["compare", "--models", "lstm", "--seq-lens", "10", "--out",
+                  str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and words in err, (args, err)
+
+
+# --- --jobs and --resume ----------------------------------------------------------------------
+
+def summary_numbers(out):
+    doc = read_results(out / "summary.json")
+    runs = sorted((r.model, r.seq_len, r.seed, r.steps, r.metric, tuple(r.metric_ci), r.lr)
+                  for r in doc["results"])
+    return runs, [v["text"].split(";")[0] for v in doc["verdicts"] if v["question"] == "steps"]
+
+
+def small_compare(tmp_path, name, **fields):
+    return CompareConfig(models=("lstm", "gru"), seq_lens=(10,), seeds=(0,),
+                         out=str(tmp_path / name), lr_grid=(1e-3, 1e-2), lr_budget=0.25,
+                         train=tiny(tmp_path, **fields), **{"jobs": 1})
+
+
+def test_two_jobs_give_the_numbers_of_one(tmp_path):
+    one = compare(small_compare(tmp_path, "one"))
+    two = compare(dataclasses.replace(small_compare(tmp_path, "two"), jobs=2))
+    assert one.lrs == two.lrs
+    assert summary_numbers(tmp_path / "one") == summary_numbers(tmp_path / "two")
+
+
+class StopAfter:
+    """An executor that runs the first `n` specs of a call, then stops as Ctrl-C would."""
+
+    jobs = 1
+
+    def __init__(self, n):
+        self.n = n
+
+    def run(self, specs, done=None):
+        results = []
+        for i, spec in enumerate(specs):
+            if len(results) == self.n:
+                raise KeyboardInterrupt
+            results.append(execute(spec))
+            if done:
+                done(i, results[-1])
+        return results
+
+
+def test_resume_continues_a_stopped_comparison_to_the_same_numbers(tmp_path):
+    cfg = dataclasses.replace(small_compare(tmp_path, "whole"), lr_auto=False)
+    compare(cfg)
+    stopped = dataclasses.replace(cfg, out=str(tmp_path / "stopped"))
+    with pytest.raises(KeyboardInterrupt):
+        compare(stopped, executor=StopAfter(1))
+    assert not (tmp_path / "stopped" / "summary.json").exists()
+    lines = []
+    compare(stopped, echo=lines.append, resume=True)
+    assert summary_numbers(tmp_path / "whole") == summary_numbers(tmp_path / "stopped")
+    with pytest.raises(Exception, match="started with"):
+        compare(dataclasses.replace(stopped, seeds=(0, 1)), resume=True)
+
+
+# --- exact resume under a time budget -----------------------------------------------------------
+
+class Clock:
+    """perf_counter that moves one second per call: every training step takes exactly 1 s."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_resume_with_a_time_budget_gives_the_losses_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, steps=10**9, budget_seconds=30.0, log_every=1, eval_every=0,
+               checkpoint_every=10)
+    monkeypatch.setattr(train_module, "time", Clock())
+    whole = execute(RunSpec(dataclasses.asdict(dataclasses.replace(cfg, name="whole"))))
+
+    calls = {"n": 0}
+    factor = train_module.lr_factor
+
+    def stop_at_step_25(*args):
+        calls["n"] += 1
+        if calls["n"] > 25:
+            raise KeyboardInterrupt
+        return factor(*args)
+
+    part = dataclasses.replace(cfg, name="part")
+    monkeypatch.setattr(train_module, "time", Clock())
+    monkeypatch.setattr(train_module, "lr_factor", stop_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        execute(RunSpec(dataclasses.asdict(part)))
+    monkeypatch.setattr(train_module, "lr_factor", factor)
+    monkeypatch.setattr(train_module, "time", Clock())  # a new process: its clock starts anew
+    resumed = execute(RunSpec(dataclasses.asdict(part), resume=True))
+
+    def losses(name):
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["lr"]) for r in rows if "loss" in r]
+
+    assert whole.steps == resumed.steps == 30 and whole.train_s == resumed.train_s == 30.0
+    assert losses("whole") == losses("part")
+    assert whole.metric == resumed.metric
