@@ -184,6 +184,8 @@ def _glance(inputs: Inputs, found: list[Crossover]) -> str:
     for r in inputs.runs:
         if r.result is not None and r.result.status == "ok" and _finite(r.result.metric):
             groups[(r.task, r.seq_len)].append(r.result)
+    if inputs.verdicts:  # a comparison's verdicts say who is best, with the noise taken into account
+        groups.clear()
     for (task, seq_len), res in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         means = defaultdict(list)
         for r in res:
