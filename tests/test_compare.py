@@ -101,6 +101,11 @@ def test_compare_trains_every_model_length_and_seed_and_writes_a_summary(tmp_pat
     assert row["metric_ci"][0] <= row["metric"] <= row["metric_ci"][1]
     assert " [" in shown[0]["metric"] and shown[0]["lr"] == "0.01"
     assert any(v.startswith("L=4, best at equal steps: ") for v in outcome.verdicts)
+    assert [v["text"] for v in doc["verdicts"]] == outcome.verdicts
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert page.index('id="verdicts"') < page.index('id="summary"')  # the answer comes first
+    assert "L=8, fastest to train: " in page
+    assert "training seconds (evaluation excluded)" in page  # curves against seconds too
 
 
 def test_a_second_compare_into_the_same_directory_is_refused(tmp_path):
