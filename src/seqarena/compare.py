@@ -330,14 +330,10 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None,
 
 # --- aggregating over seeds ---------------------------------------------------------------------
 
-def _curve(run_dir: Path, metric: str) -> list[tuple[float, float, list | None]]:
+def _curve(r: RunResult, metric: str) -> list[tuple[float, float, list | None]]:
     """(training seconds, val metric, its interval) at each evaluation of a run."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-    return [(r["train_s"], r[f"val_{metric}"], r.get(f"val_{metric}_ci")) for r in rows
-            if f"val_{metric}" in r and "train_s" in r]
+    return [(h["train_s"], h[f"val_{metric}"], h.get(f"val_{metric}_ci")) for h in r.history
+            if f"val_{metric}" in h and "train_s" in h]
 
 
 def at_time(curve: list[tuple[float, float, list | None]], T: float):
@@ -347,8 +343,8 @@ def at_time(curve: list[tuple[float, float, list | None]], T: float):
 
 
 def _examples(r: RunResult, task) -> ExampleScores | None:
-    path = Path(r.extra.get("run_dir", "")) / f"{r.split}_examples.npz"
-    if not r.split or not path.exists():
+    path = Path(r.run_dir) / f"{r.split}_examples.npz"
+    if not r.run_dir or not path.exists():
         return None
     with np.load(path) as z:
         totals = {k[len("total_"):]: z[k] for k in z.files if k.startswith("total_")}
@@ -380,7 +376,7 @@ def aggregate(results: list[RunResult], tasks: dict[int, Any] | None = None) -> 
                 found, over = values_interval([r.metric for r in done]), "seeds"
             ci = list(found) if found else None
         name = rs[0].metric_name
-        timed = [at_time(_curve(Path(r.extra.get("run_dir", "")), name), T[L])
+        timed = [at_time(_curve(r, name), T[L])
                  for r in done if L in T]
         values = [v for v, _ in timed if v is not None]
         at_ci = None
@@ -411,7 +407,7 @@ def aggregate(results: list[RunResult], tasks: dict[int, Any] | None = None) -> 
             "train_s": statistics.fmean(r.train_s or 0.0 for r in rs),
             "steps": statistics.median(r.steps for r in rs),
             "status": ",".join(sorted({r.status for r in rs})),
-            "baselines": rs[0].extra.get("baselines", {})})
+            "baselines": rs[0].baselines})
     return rows
 
 

@@ -15,7 +15,6 @@ own threads, so `--jobs 2` gives the numbers of `--jobs 1`. Only the timings sha
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -102,7 +101,7 @@ def execute(spec: RunSpec) -> RunResult:
         elif cfg.run_dir.exists():  # started, stopped before its first checkpoint: start again
             shutil.rmtree(cfg.run_dir)
     result = _train(cfg, resume)
-    result.train_tokens_per_s_spread = tokens_per_s_spread(cfg.run_dir)
+    result.train_tokens_per_s_spread = tokens_per_s_spread(result)
     return result
 
 
@@ -113,20 +112,18 @@ def finished_result(run_dir: Path) -> RunResult | None:
     if not (run_dir / "summary.json").exists():
         return None
     result = read_results(run_dir / "summary.json")["results"][0]
-    result.train_tokens_per_s_spread = tokens_per_s_spread(run_dir)
+    if result.status == "running":  # written at an evaluation of a run that did not finish
+        return None
+    result.train_tokens_per_s_spread = tokens_per_s_spread(result)
     return result
 
 
-def tokens_per_s_spread(run_dir: Path) -> list[float] | None:
+def tokens_per_s_spread(result: RunResult) -> list[float] | None:
     """25th and 75th percentile of the logged windows' training tokens/s, the first window (which
     pays for allocation and kernel selection) left out."""
     from seqarena.stats import spread
 
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    rates = [r["tokens_per_s"] for r in map(json.loads, path.read_text("utf-8").splitlines())
-             if "tokens_per_s" in r]
+    rates = [h["tokens_per_s"] for h in result.history if "tokens_per_s" in h]
     found = spread(rates[1:] or rates)
     return list(found) if found else None
 
@@ -147,4 +144,4 @@ def _train(cfg, resume: bool) -> RunResult:
     return RunResult(model=cfg.model, task=cfg.task, seq_len=cfg.seq_len, params=0,
                      metric_name="", metric=None, higher_is_better=True, train_tokens_per_s=0.0,
                      peak_mem_bytes=0, wall_s=0.0, steps=0, seed=cfg.seed, status="oom",
-                     lr=cfg.lr, extra={"run_dir": str(cfg.run_dir)})
+                     lr=cfg.lr, run_dir=str(cfg.run_dir))
