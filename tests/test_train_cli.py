@@ -146,10 +146,13 @@ def test_generate_refuses_a_task_that_is_not_text(capsys, tmp_path):
 
 def test_compare_prints_the_table_and_what_was_held_equal(capsys, tmp_path):
     status, out, _ = cli(capsys, "compare", "--models", "gru,transformer", "--seq-lens", "10",
-                         "--seeds", "0,1", "--out", tmp_path / "cmp", *TINY)
+                         "--seeds", "0,1", "--out", tmp_path / "cmp", "--lr", "3e-3", *TINY)
     assert status == 0
     assert "held equal: task adding, 4 steps, batch 4" in out
-    assert "mse (lower is better)" in out and "train tok/s" in out and "peak MiB" in out
+    assert "lr 0.003, the same for every model" in out
+    assert "mse [95 % interval] (lower is better)" in out and "train tok/s" in out
+    assert "peak MiB" in out
+    assert any(line.startswith("L=10, best at equal steps: ") for line in out.splitlines())
     doc = read_results(tmp_path / "cmp" / "summary.json")
     assert {(r.model, r.seed) for r in doc["results"]} == {
         (m, s) for m in ("gru", "transformer") for s in (0, 1)}

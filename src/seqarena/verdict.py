@@ -122,9 +122,12 @@ def verdicts(rows: Sequence[dict[str, Any]], knob: str) -> list[Verdict]:
         T = at[0].get("equal_time_s")
         timed = [Entry(r["model"], r.get("metric_at_time"), _pair(r.get("metric_at_time_ci")))
                  for r in at]
-        if T:
-            out.append(line(L, "time", f"best at equal training time ({T:.1f} s)", timed,
-                            higher, f"val {metric}"))
+        title = f"best at equal training time ({T:.1f} s)" if T else ""
+        if T and all(e.value is None for e in timed):
+            out.append(Verdict(L, "time", None, (), f"L={L}, {title}: no model was evaluated by "
+                               f"then (set eval_every lower in a --config file)"))
+        elif T:
+            out.append(line(L, "time", title, timed, higher, f"val {metric}"))
         speed = [Entry(r["model"], r["train_tokens_per_s"], _pair(r["train_tokens_per_s_spread"]))
                  for r in at]
         out.append(line(L, "speed", "fastest to train", speed, True, "train tokens/s"))
