@@ -10,6 +10,7 @@ How the trainer uses a task:
     for batch in task.batches("train", 32, seed=rank):
         loss = task.loss(model(batch), batch)
     task.evaluate(model, "val")                    # {metric_name: value, ...} on fixed data
+    task.evaluate_examples(model, "test")          # each example's sums: intervals over examples
 
 Padding is always on the right: real tokens first, then padding, with mask True at real tokens.
 """
