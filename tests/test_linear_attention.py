@@ -265,6 +265,7 @@ def test_registered_causal_with_its_family_and_costs():
     ({"activation": "tanh"}, "activation"),
     ({"dropout": 1.0}, "dropout"),
     ({"layers": 0}, "layers"),
+    ({"heads": "4"}, "heads"),
 ])
 def test_bad_config_is_a_config_error_naming_the_field(fields, field):
     with pytest.raises(ConfigError, match=field):

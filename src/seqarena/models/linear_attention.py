@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqarena.config import check_fields
 from seqarena.errors import ConfigError
 from seqarena.models.base import Backbone
 from seqarena.models.registry import ModelConfig, register_model
@@ -57,15 +58,11 @@ class LinearAttentionConfig(ModelConfig):
     #                        section 3.3 written out, O(L^2), the reference it is checked against
 
     def validate(self) -> None:
+        # types and signs, as every config's: d_ff = 0 (4 * d_model) and max_len = 0 may be 0
+        check_fields(self, positive={"d_model", "layers", "heads", "chunk"})
         name = type(self).__name__
-        for field, least in (("d_model", 1), ("layers", 1), ("heads", 1), ("chunk", 1),
-                             ("d_ff", 0), ("max_len", 0)):  # d_ff, max_len: 0 means default/none
-            if getattr(self, field) < least:
-                raise ConfigError(f"{name}.{field} must be >= {least}, got {getattr(self, field)}")
-        if not 0.0 <= self.dropout < 1.0:
+        if not self.dropout < 1.0:
             raise ConfigError(f"{name}.dropout must be in [0, 1), got {self.dropout}")
-        if not self.eps >= 0.0:
-            raise ConfigError(f"{name}.eps must be >= 0, got {self.eps}")
         if self.d_model % self.heads:
             raise ConfigError(f"{name}: d_model={self.d_model} is not divisible by "
                               f"heads={self.heads}; make d_model a multiple of heads")
@@ -74,7 +71,7 @@ class LinearAttentionConfig(ModelConfig):
             if getattr(self, field) not in choices:
                 raise ConfigError(f"{name}.{field} must be one of {', '.join(choices)}, "
                                   f"got {getattr(self, field)!r}")
-        if self.positions == "learned" and self.max_len == 0:
+        if self.positions == "learned" and not self.max_len:
             raise ConfigError(f"{name}.max_len must be positive with positions='learned'")
 
     @property
@@ -140,10 +137,9 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, D), mask (B, L) True at real tokens -> (B, L, D)."""
-        q, k, v = self.in_proj(x).chunk(3, dim=-1)  # 3 x (B, L, D)
-        with torch.autocast(x.device.type, enabled=False):  # sums over L stay in float32
-            q, k, v = (self._heads(widened(t)) for t in (q, k, v))  # (B, H, L, Dh)
-            q, k = phi(q), phi(k)
+        qkv = self.in_proj(x)  # (B, L, 3D); bf16 under autocast, like every matmul
+        with torch.autocast(x.device.type, enabled=False):  # the sums over L stay in float32
+            q, k, v = self._features(qkv)  # (B, H, L, Dh)
             if mask is not None:  # a padded key weighs 0 for every query
                 k = k * mask[:, None, :, None].to(k.dtype)
             if self.impl == "parallel":
@@ -161,18 +157,20 @@ class LinearAttention(nn.Module):
 
     def step(self, x_t: torch.Tensor, S: torch.Tensor, z: torch.Tensor):
         """One token x_t (B, 1, D) -> (B, 1, D) and the next (S, z): O(H Dh^2), flat in t."""
-        q, k, v = self.in_proj(x_t).chunk(3, dim=-1)  # 3 x (B, 1, D)
+        qkv = self.in_proj(x_t)  # (B, 1, 3D)
         with torch.autocast(x_t.device.type, enabled=False):
-            q, k, v = (self._heads(widened(t)) for t in (q, k, v))  # (B, H, 1, Dh)
-            q, k = phi(q), phi(k)
+            q, k, v = self._features(qkv)  # (B, H, 1, Dh)
             S = S + k.transpose(-2, -1) @ v  # S_t = S_{t-1} + phi(k_t) v_t^T, (B, H, Dh, Dh)
             z = z + k.transpose(-2, -1)  # z_t = z_{t-1} + phi(k_t), (B, H, Dh, 1)
             y = (q @ S) / (q @ z + self.eps)  # (B, H, 1, Dh)
         return self._out(y, x_t.dtype), S, z
 
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        B, L, D = t.shape
-        return t.view(B, L, self.heads, D // self.heads).transpose(1, 2)  # (B, H, L, Dh)
+    def _features(self, qkv: torch.Tensor):
+        """(B, L, 3D) -> phi(q), phi(k), v, each (B, H, L, Dh) and at least float32."""
+        B, L, _ = qkv.shape
+        q, k, v = (widened(t).reshape(B, L, self.heads, -1).transpose(1, 2)
+                   for t in qkv.chunk(3, dim=-1))  # (B, H, L, Dh)
+        return phi(q), phi(k), v
 
     def _out(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         B, H, L, Dh = y.shape
@@ -212,7 +210,7 @@ class State:
 
 
 @register_model("linear-attention", LinearAttentionConfig,
-                "causal linear attention (Katharopoulos et al. 2020): elu(x) + 1 for softmax, "
+                "Causal linear attention (Katharopoulos et al. 2020): elu(x) + 1 for softmax, "
                 "an RNN with a (Dh x Dh) state per head",
                 train_cost="O(L C D + L D^2 / H), chunks of C in parallel",
                 decode_cost="O(1)")
@@ -253,13 +251,14 @@ class LinearTransformer(Backbone):
         """Forward FLOPs of the attention's elementwise arithmetic, which FlopCounterMode misses.
 
         The counter sees every matmul (projections, feed-forward, the scores, the products with
-        V, S and z), 2 FLOPs per multiply-add. Counted here, per head of every layer: the
-        feature map's "+ 1" (1 per element of q and k; elu, an activation, counts 0 like GELU),
-        the normaliser's row sums over the masked scores, the prefix sums of S and z across
-        chunks, the additions of the within-chunk and the carried terms, "+ eps" and the
-        division; a sum of n terms is n - 1 adds. The causal mask, a selection, counts 0; norms
-        and residuals count 0, as in our Transformer. "parallel" sums full L x L rows as its matmuls are counted in full, and
-        "chunked" counts its padded last chunk: each path's figure is the work that path does.
+        V, S and z), 2 FLOPs per multiply-add. Counted here, per head of every layer, 1 FLOP per
+        add or divide (a sum of n terms is n - 1 adds): the feature map's "+ 1" on q and k (elu
+        is an activation and counts 0, as GELU does), the row sums of the masked scores, the sums
+        of S and z over chunks, within-chunk plus carried terms, "+ eps" and the division.
+        Selections count 0 (the causal mask, padding, the key mask a forward may be given), and
+        so do norms and residuals, as in our Transformer. Each path counts the work it does:
+        "parallel" sums full rows of L, as the counter counts its L x L matmuls in full;
+        "chunked" includes the padding of its last chunk. Tests tally it against the ops run.
         """
         c = self.config
         H, Dh, L = c.heads, c.d_model // c.heads, seq_len
