@@ -1,8 +1,10 @@
 """Causal linear attention: chunked == parallel == step-by-step == the paper's recurrence in numpy.
 
-Tolerances: float32 paths are compared with the float64 parallel path on the same weights,
+Tolerances: float32 paths are compared with the float64 parallel path on the same weights
+(at L = 4096 the float64 chunked path, equal to it to 1e-12 at the shorter lengths),
 max |error| <= 1e-5 * (1 + max |reference|), outputs and gradients alike (as in test_minimal.py:
-a parameter's gradient sums over B * L positions, so it can be large). Against numpy, float64.
+a parameter's gradient sums over B * L positions, so it can be large). Against numpy, float64
+to 1e-10. The tests count FLOPs; none of them times anything.
 """
 
 import json
