@@ -255,7 +255,7 @@ class LinearTransformer(Backbone):
         add or divide (a sum of n terms is n - 1 adds): the feature map's "+ 1" on q and k (elu
         is an activation and counts 0, as GELU does), the row sums of the masked scores, the sums
         of S and z over chunks, within-chunk plus carried terms, "+ eps" and the division.
-        Selections count 0 (the causal mask, padding, the key mask a forward may be given), and
+        Selections count 0 (the causal mask, padding, and a key mask, a multiply by 0 or 1), and
         so do norms and residuals, as in our Transformer. Each path counts the work it does:
         "parallel" sums full rows of L, as the counter counts its L x L matmuls in full;
         "chunked" includes the padding of its last chunk. Tests tally it against the ops run.
