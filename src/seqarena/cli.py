@@ -70,8 +70,8 @@ def models(d_model: int, layers: int, as_json: bool):
         return
     from seqarena.table import format_table
 
-    click.echo(format_table(rows, ["name", "params", "causal", "train_cost", "decode_cost",
-                                   "summary"]))
+    click.echo(format_table(rows, ["name", "family", "params", "causal", "train_cost",
+                                   "decode_cost", "summary"]))
 
 
 # --- explain --------------------------------------------------------------------------------
