@@ -198,9 +198,9 @@ class Dates(GeneratedTask):
     def score(self, model: nn.Module, batch: Batch) -> dict[str, tuple[float, float]]:
         answer = self.greedy(model, batch)
         right = answer == batch.y  # (B, T)
-        n = len(batch)
-        return {"exact_match": (right.all(1).sum().item(), n),
-                "char_accuracy": (right.sum().item(), right.numel()),
+        ones = torch.ones(len(batch), dtype=torch.float64, device=right.device)  # (B,)
+        return {"exact_match": (right.all(1).double(), ones),  # per example, see Task.score
+                "char_accuracy": (right.sum(1).double(), ones * right.shape[1]),
                 "cross_entropy": token_sums(model(batch), batch.y)["cross_entropy"]}
 
     def translate(self, model: nn.Module, texts: list[str]) -> list[str]:
