@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--lr", default="auto",
-                        help="auto (each model's rate by the validation search) or one rate for all")
+                        help="auto (each model's rate by the validation search) or one for all")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (compare --jobs)")
     parser.add_argument("--threads", type=int, default=DEFAULT_TRAIN.threads,
                         help="CPU threads per run (default: compare's, 1; 0: every core)")

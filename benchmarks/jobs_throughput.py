@@ -5,7 +5,7 @@ The same small comparison (fixed learning rate, so both sides train the same run
 The metrics are the same by construction (checked here too); only the timings share the
 machine. `compare`'s default --jobs is 1 when concurrency moves tokens/s by more than 10 %.
 
-    python benchmarks/jobs_throughput.py               # --jobs 1 against --jobs 2, ~2 min on 2 cores
+    python benchmarks/jobs_throughput.py      # --jobs 1 against --jobs 2, ~2 min on 2 cores
     python benchmarks/jobs_throughput.py --jobs 4 --models lstm,gru,mingru,transformer
 """
 

@@ -97,7 +97,7 @@ def test_compare_trains_every_model_length_and_seed_and_writes_a_summary(tmp_pat
 
     shown, columns, headers = table_rows(outcome.rows)
     assert headers[4] == "mse [95 % interval] (lower is better)"
-    assert row["ci_over"] == "seeds" and len(row["metric_ci"]) == 2  # toy-mean: no per-example scores
+    assert row["ci_over"] == "seeds" and len(row["metric_ci"]) == 2  # toy-mean: no per-example
     assert row["metric_ci"][0] <= row["metric"] <= row["metric_ci"][1]
     assert " [" in shown[0]["metric"] and shown[0]["lr"] == "0.01"
     assert any(v.startswith("L=4, best at equal steps: ") for v in outcome.verdicts)

@@ -160,7 +160,8 @@ def test_resume_with_a_time_budget_gives_the_losses_of_an_uninterrupted_run(tmp_
     resumed = execute(RunSpec(dataclasses.asdict(part), resume=True))
 
     def losses(name):
-        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
         return [(r["step"], r["loss"], r["lr"]) for r in rows if "loss" in r]
 
     assert whole.steps == resumed.steps == 30 and whole.train_s == resumed.train_s == 30.0

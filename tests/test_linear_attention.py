@@ -299,7 +299,7 @@ def test_trains_on_copy_from_the_command_line_and_writes_a_run(capsys, tmp_path)
 
 def test_compares_with_an_lstm_end_to_end(capsys, tmp_path):
     status, out, err = cli(capsys, "compare", "--models", "linear-attention,lstm", "--seq-lens",
-                           "16", "--steps", "5", "--out", tmp_path / "cmp", *TINY)
+                           "16", "--steps", "5", "--lr", "3e-3", "--out", tmp_path / "cmp", *TINY)
     assert status == 0, err
     assert "linear-attention" in out
     results = read_results(tmp_path / "cmp" / "summary.json")["results"]

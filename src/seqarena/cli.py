@@ -341,10 +341,12 @@ def _csv(value: str | None, kind: type, flag: str):
 @cli.command(cls=_WithDefaults, defaults=_compare_defaults)
 @click.option("--models", help="Comma-separated models (default: rnn,lstm,gru,mingru,transformer).")
 @click.option("--seq-lens", help="Comma-separated sequence lengths (default: 50,200).")
-@click.option("--seeds", help="Comma-separated seeds; several give mean and std (default: 0).")
+@click.option("--seeds", help="Comma-separated seeds; several give the mean with an interval "
+              "over seeds (default: 0).")
 @click.option("--params", type=int, help="Parameter target (default: the largest model's count at --d-model).")
 @click.option("--out", help="Compare directory (default: runs/compare-<date>-<time>).")
-@click.option("--lr-grid", help="Comma-separated rates --lr auto tries (default: 3e-4,1e-3,3e-3,1e-2).")
+@click.option("--lr-grid",
+              help="Comma-separated rates --lr auto tries (default: 3e-4,1e-3,3e-3,1e-2).")
 @click.option("--lr-budget", type=float,
               help="The lr search's longest run as a fraction of the budget (default: 0.25).")
 @click.option("--jobs", type=int, help="Runs at once, each in its own process (default: 1).")
@@ -373,8 +375,8 @@ def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, resu
     if baselines:
         click.echo("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in baselines.items()))
     over = sorted({r["ci_over"] for r in outcome.rows if r.get("ci_over")})
-    click.echo(f"metric: on the test split, [95 % bootstrap interval over {' / '.join(over) or '-'}]"
-               f"; train tok/s: median over seeds [25th, 75th percentile of the logged windows]; "
+    click.echo(f"metric: on the test split, [95 % bootstrap interval over "
+               f"{' / '.join(over) or '-'}]; train tok/s: median over seeds [25th, 75th percentile of the logged windows]; "
                f"train s: training steps only (evaluation excluded); peak MiB: one training step "
                f"(forward and backward) above the weights and optimizer state")
     click.echo(f"wrote {outcome.out / 'summary.json'} ({outcome.wall_s:.0f} s)")

@@ -352,7 +352,8 @@ def _examples(r: RunResult, task) -> ExampleScores | None:
     return ExampleScores(totals, counts, task.finish)
 
 
-def aggregate(results: list[RunResult], tasks: dict[int, Any] | None = None) -> list[dict[str, Any]]:
+def aggregate(results: list[RunResult],
+              tasks: dict[int, Any] | None = None) -> list[dict[str, Any]]:
     """One row per (model, seq_len): the metric's mean over seeds with its 95 % interval (over the
     test examples; over seeds and test examples with two or more seeds), the validation metric at
     the equal training time T, and medians of the rest."""
@@ -397,9 +398,11 @@ def aggregate(results: list[RunResult], tasks: dict[int, Any] | None = None) -> 
             "metric_ci": ci, "ci_over": over,
             "higher_is_better": rs[0].higher_is_better, "seeds": len(rs), "finished": len(done),
             "lr": rs[0].lr, "lr_tuned": rs[0].lr_tuned,
-            "equal_time_s": T.get(L), "metric_at_time": statistics.fmean(values) if values else None,
+            "equal_time_s": T.get(L),
+            "metric_at_time": statistics.fmean(values) if values else None,
             "metric_at_time_ci": at_ci,
-            "train_tokens_per_s": statistics.median(r.train_tokens_per_s for r in ok) if ok else None,
+            "train_tokens_per_s": statistics.median(r.train_tokens_per_s for r in ok)
+            if ok else None,
             "train_tokens_per_s_spread": [min(s[0] for s in spreads), max(s[1] for s in spreads)]
             if spreads else None,
             "peak_mem_bytes": max(r.peak_mem_bytes for r in rs),

@@ -143,7 +143,7 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)  # other fields of the model's config
     task_args: dict = field(default_factory=dict)  # other fields of the task's config
     tensorboard: bool = False  # also write TensorBoard event files into the run directory
-    final_split: str = "test"  # split the finished run is scored on; "val" keeps test unread (tuning)
+    final_split: str = "test"  # split the finished run is scored on; "val": test stays unread
 
     def __post_init__(self):
         check_fields(self, positive=_POSITIVE, fractions={"warmup", "min_lr"})

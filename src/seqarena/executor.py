@@ -16,6 +16,7 @@ own threads, so `--jobs 2` gives the numbers of `--jobs 1`. Only the timings sha
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ class RunSpec:
 
     @property
     def threads(self) -> int:
-        """CPU threads the run uses: what a cluster executor asks a node for."""
-        return int(self.config.get("threads") or 1)
+        """CPU threads the run uses (0 in the config: every core): what a cluster executor asks
+        a node for."""
+        return int(self.config.get("threads") or os.cpu_count() or 1)
 
 
 class Executor(Protocol):

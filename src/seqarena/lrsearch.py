@@ -73,7 +73,7 @@ class SearchResult:
 
 
 def check_grid(grid: tuple[float, ...]) -> tuple[float, ...]:
-    """The grid sorted; ConfigError when it is empty, repeats a value or holds a non-positive one."""
+    """The grid sorted; ConfigError when it is empty, repeats a value or holds a non-positive."""
     if not isinstance(grid, tuple) or not grid:
         raise ConfigError("lr_grid must list at least one learning rate, e.g. 3e-4,1e-3,3e-3,1e-2")
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
@@ -146,7 +146,8 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
         unit = "s" if time_budget else "steps"
         echo(f"lr search, rung {k + 1}/{len(sizes)}: {len(specs)} run(s) of {size:g} {unit}")
         results = executor.run(specs)
-        scored = {owner: r.metric if r.status == "ok" else None for owner, r in zip(owners, results)}
+        scored = {owner: r.metric if r.status == "ok" else None
+                  for owner, r in zip(owners, results)}
         last = k == len(sizes) - 1
         for base in bases:
             study, running = studies[base.model], []

@@ -228,7 +228,7 @@ class Trainer:
             try:
                 self.scores = self.task.evaluate_examples(self.model, split, self.cfg.batch_size)
                 metrics = self.scores.metrics()
-            except NotImplementedError:  # a task with its own evaluate() and no score(): no interval
+            except NotImplementedError:  # a task with its own evaluate(), no score(): no interval
                 self.scores = None
                 metrics = self.task.evaluate(self.model, split, self.cfg.batch_size)
         self.model.train()

@@ -175,7 +175,7 @@ def _glance(inputs: Inputs, found: list[Crossover]) -> str:
     for r in inputs.runs:
         if r.result.status == "ok" and _finite(r.result.metric):
             groups[(r.task, r.seq_len)].append(r.result)
-    if inputs.verdicts:  # a comparison's verdicts say who is best, with the noise taken into account
+    if inputs.verdicts:  # a comparison's verdicts say who is best, the noise taken into account
         groups.clear()
     for (task, seq_len), res in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         means = defaultdict(list)
@@ -233,7 +233,8 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
         speed = (f'<td class="num" data-value="{res.train_tokens_per_s}">'
                  f'{res.train_tokens_per_s:,.0f}'
                  f'{_interval(res.train_tokens_per_s_spread, lambda v: f"{v:,.0f}")}</td>')
-        lr = _td("–") if res.lr is None else _td(f"{res.lr:g}" + (" (tuned)" if res.lr_tuned else ""))
+        lr = _td("–") if res.lr is None else \
+            _td(f"{res.lr:g}" + (" (tuned)" if res.lr_tuned else ""))
         cells = [_model_cell(r.model, colour), _td(r.task), _num(res.seq_len),
                  _num(res.params), lr, metric, speed,
                  _num(res.peak_mem_bytes / 2**20 if res.peak_mem_bytes else None, ",.1f",
