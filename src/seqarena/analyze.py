@@ -181,7 +181,7 @@ def load_run(run_dir: str | Path):
     if ckpt is None:
         raise UserError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}; "
                         "train the run to its end (or to a --checkpoint-every step) first")
-    task, model = build(cfg)
+    task, model = build(cfg, run_dir)
     checkpoint.load_weights(model, ckpt.weights)
     model.eval()
     return cfg, task, model, ckpt.step

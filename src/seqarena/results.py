@@ -73,6 +73,7 @@ class RunResult:
     steps: int
     seed: int
     status: str = "ok"  # "ok", "nan" (stopped on a non-finite loss), "oom", "timeout", "error"
+    truncated: int | None = None  # examples of the task's data cut to seq_len; None: none can be
     extra: dict[str, Any] = field(default_factory=dict)  # other metrics, baselines, world size, run dir
 
 

@@ -230,13 +230,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def build(cfg: TrainConfig):
-    """(task, wrapped model) of a config: the same config always builds the same initial weights."""
+def build(cfg: TrainConfig, run_dir: str | os.PathLike | None = None):
+    """(task, wrapped model) of a config: the same config always builds the same initial weights.
+    With run_dir, the task first reads back what it saved there (e.g. its tokenizer)."""
     from seqarena.models import build_model
     from seqarena.tasks import make_task
 
     seed_everything(cfg.seed)
     task = make_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, **cfg.task_args)
+    if run_dir is not None:
+        task.restore(Path(run_dir))
     backbone = build_model(cfg.model, d_model=cfg.d_model, layers=cfg.layers, dropout=cfg.dropout,
                            **cfg.model_args)
     return task, task.wrap(backbone)
@@ -308,7 +311,7 @@ class Trainer:
         self.ranks, self.rank, self.world, self.main = ranks, ranks.rank, ranks.world, ranks.main
         self.device = ranks.place(resolve_device(cfg.device))
         self.threads = set_threads(cfg.threads, ranks)
-        self.task, self.model = build(cfg)
+        self.task, self.model = build(cfg, cfg.run_dir if resume else None)
         self.cfg = cfg = normalized(cfg, self.task)
         self.model.to(self.device)
         self.forward = ranks.wrap(self.model)  # what training calls: DDP around the model, or it
@@ -415,6 +418,7 @@ class Trainer:
                             f"or choose another --name or --out")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "config.json", dataclasses.asdict(self.cfg))
+        self.task.save(self.run_dir)
 
     def run(self) -> TrainOutcome:
         cfg = self.cfg
@@ -552,7 +556,7 @@ class Trainer:
             higher_is_better=task.higher_is_better,
             train_tokens_per_s=self.timed_tokens / self.timed_s if self.timed_s else 0.0,
             peak_mem_bytes=int(peak_mem), wall_s=self.wall_s(), steps=self.step,
-            seed=cfg.seed, status=status,
+            seed=cfg.seed, status=status, truncated=task.truncated(),
             extra={"split": split, "metrics": final, "best_val": self.best,
                    "baselines": task.baselines(), "train_s": self.train_s, "stopped": stopped,
                    "device": str(self.device), "threads": self.threads, "world_size": self.world,
@@ -613,7 +617,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     ckpt = checkpoint.latest(Path(run_dir) / "checkpoints")
     if ckpt is None:
         raise UserError(f"{run_dir}: no checkpoint to load; train the run first")
-    task, model = build(cfg)
+    task, model = build(cfg, run_dir)
     model.to(resolve_device(device))
     checkpoint.load_weights(model, ckpt.weights)
     return cfg, task, model.eval()
