@@ -6,8 +6,9 @@ The UCR Time Series Classification Archive (Dau et al. 2019, "The UCR Time Serie
     GunPoint/GunPoint_TRAIN.tsv     one series a line: the class label, then the values
     GunPoint/GunPoint_TEST.tsv
 
-Series of unequal length are padded with NaN at the end to one width, the same in both files; a
-NaN inside a series (a missing value) is filled by linear interpolation. Each series is
+Series of unequal length are padded with NaN at the end to one width per file; files of
+equal-length series (no NaN padding) must agree on the length. A NaN inside a series (a missing
+value) is filled by linear interpolation. Each series is
 z-normalised on its own, (x - mean) / std over its real values (population std; a constant series
 becomes zeros), as the archive's datasets are, so a model reads shapes, not offsets or scales
 (normalize=false keeps the raw values). The model sees seq_len values, the series padded (with a
@@ -103,10 +104,13 @@ class SeriesClassify(ClassifyTask):
         train_file, test_file = self.files(Path(config.data))
         train_labels, train = read_ucr(train_file)
         test_labels, test = read_ucr(test_file)
-        if test.shape[1] != train.shape[1]:
+        padded = np.isnan(train[:, -1]).any() or np.isnan(test[:, -1]).any()
+        if test.shape[1] != train.shape[1] and not padded:
             raise UserError(f"{test_file}: series of {test.shape[1]} values, {train_file} has "
-                            f"{train.shape[1]}; pad unequal series with NaN to one width in both "
-                            "files, as the archive does")
+                            f"{train.shape[1]}; pad unequal series with NaN, as the archive does")
+        width = max(train.shape[1], test.shape[1])
+        train, test = (np.pad(v, ((0, 0), (0, width - v.shape[1])), constant_values=np.nan)
+                       for v in (train, test))
         self.classes = class_names(train_labels)
         check_classes(self.classes, "the first column", str(train_file))
         y = self.label_index(train_labels, str(train_file)).numpy()
