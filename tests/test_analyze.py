@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from seqarena.analyze import (GradientConfig, attention_maps, gradient_flow,
-                              input_gradient_norms, load_run)
+                              input_gradient_norms)
+from seqarena.inference import load_run
 from seqarena.errors import ConfigError, UserError
 from seqarena.report import write_report
-from seqarena.train import TrainConfig, build, train
+from seqarena.config import TrainConfig
+from seqarena.train import build, train
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +105,8 @@ def test_recurrent_run_gets_its_hidden_state_and_pca_matches_sklearn(tmp_path):
     assert doc["attention"] == [] and len(doc["hidden"]) == 1
     states = np.array(doc["hidden"][0]["states"])
     # reference: the trained backbone run directly on held-out example 3
-    _, task, model, _ = load_run(outcome.run_dir)
+    run = load_run(outcome.run_dir)
+    task, model = run.task, run.model
     batch = next(iter(task.batches("test", 64))).select(slice(3, 4))
     with torch.no_grad():
         want = model.backbone(model.embedding(batch.x))[0].double().numpy()  # (L, D)

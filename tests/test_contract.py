@@ -12,7 +12,7 @@ import torch
 from seqarena.errors import UserError
 from seqarena.models import MODELS, Backbone, Seq2SeqBackbone, StepNotSupported, build_model
 
-BUILT_IN = [name for name in MODELS if ":" not in name]
+BUILT_IN = [name for name in MODELS if MODELS.get(name).build.__module__.startswith("seqarena.")]
 FAMILIES = {"recurrent", "scan", "attention", "linear-attention", "keras"}
 
 

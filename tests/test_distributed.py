@@ -34,7 +34,8 @@ from seqarena.errors import UserError
 from seqarena.results import read_results
 from seqarena.tasks import TASKS, Batch, Task, TaskConfig, register_task
 from seqarena.tasks.base import PoolHead
-from seqarena.train import TrainConfig, build, train
+from seqarena.config import TrainConfig
+from seqarena.train import build, train
 
 torch.set_num_threads(1)
 TIMEOUT_S = 60  # deadline of one multi-process run in these tests

@@ -16,7 +16,9 @@ from seqarena.errors import ConfigError, UserError
 from seqarena.tasks import make_task
 from seqarena.tasks import tokenizer as tok
 from seqarena.tasks.classify import stratified_split
-from seqarena.train import TrainConfig, load_run, train
+from seqarena.config import TrainConfig
+from seqarena.inference import load_run
+from seqarena.train import train
 
 WORDS = {"pos": "good great fine lovely", "neg": "bad awful poor dull", "meh": "okay so-so, plain"}
 
@@ -181,13 +183,14 @@ def test_a_trained_run_keeps_its_tokenizer_and_classes_when_the_data_changes(tmp
     prompt = "good lovely film"
     want = outcome.task.generate(outcome.model, prompt)
     write(path, [("zzz qqq", "x"), ("www", "y")] * 10)  # new data: other texts, other classes
-    _, task, model = load_run(outcome.run_dir)
+    run = load_run(outcome.run_dir)
+    task, model = run.task, run.model
     assert task.classes == ["meh", "neg", "pos"]
     assert task.tokenizer.encode(prompt) == outcome.task.tokenizer.encode(prompt)
     assert task.generate(model, prompt) == want
     path.unlink()  # generating needs no data at all
-    _, task, model = load_run(outcome.run_dir)
-    assert task.generate(model, prompt) == want
+    run = load_run(outcome.run_dir)
+    assert run.task.generate(run.model, prompt) == want
 
 
 def test_bpe_without_the_tokenizers_package_says_how_to_install_it(tmp_path, monkeypatch):

@@ -10,7 +10,9 @@ from seqarena.errors import ConfigError, UserError
 from seqarena.models import build_model
 from seqarena.tasks import make_task
 from seqarena.tasks import tokenizer as tok
-from seqarena.train import TrainConfig, generate, train
+from seqarena.config import TrainConfig
+from seqarena.inference import generate
+from seqarena.train import train
 
 
 def write_pairs(path, n=400, seed=0, words=1):

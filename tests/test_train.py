@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from seqarena.errors import ConfigError, UserError
-from seqarena.models import MODELS, ModelConfig, register_model
+from seqarena.models import MODELS, Backbone, ModelConfig, register_model
 from seqarena.results import read_results
 from seqarena.tasks import TASKS, Batch, Task, TaskConfig, register_task
-from seqarena.train import TrainConfig, config_from, lr_factor, read_toml, train
+from seqarena.config import TrainConfig, config_from, read_toml
+from seqarena.train import lr_factor, train
 
 torch.set_num_threads(1)
 
@@ -93,12 +94,12 @@ class ToyGRUConfig(ModelConfig):
     bias: bool = True  # biases in the GRU (an extra field for --model-arg)
 
 
-class ToyGRU(nn.Module):
+class ToyGRU(Backbone):
+    family = "recurrent"
     causal = True
 
     def __init__(self, config):
-        super().__init__()
-        self.d_model = config.d_model
+        super().__init__(config)
         self.gru = nn.GRU(config.d_model, config.d_model, config.layers, batch_first=True,
                           bias=config.bias, dropout=config.dropout if config.layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)

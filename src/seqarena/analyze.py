@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seqarena.config import check_fields
 from seqarena.errors import ConfigError, UserError
 from seqarena.fileio import atomic_write_json
 from seqarena.results import SCHEMA_VERSION, machine_info
@@ -59,11 +60,8 @@ class GradientConfig:
     threads: int = 1  # CPU threads; models this small gain nothing from more, lose on a busy CPU
 
     def __post_init__(self):
-        for name in ("seq_len", "steps", "batch_size", "d_model", "layers", "threads"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.clip > 0):
-            raise ConfigError(f"lr and clip must be positive, got lr={self.lr}, clip={self.clip}")
+        check_fields(self, positive={"seq_len", "steps", "batch_size", "d_model", "layers",
+                                     "threads", "lr", "clip"})
         if not self.models:
             raise ConfigError("models: name at least one model")
 
@@ -94,7 +92,8 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
     """Measure every model under each condition; write gradients.json and return its path."""
     from seqarena.models import MODELS
     from seqarena.tasks import make_task
-    from seqarena.train import TrainConfig, build, train
+    from seqarena.config import TrainConfig
+    from seqarena.train import build, train
 
     for name in cfg.models:
         MODELS.get(name)  # an unknown name fails here, before any training
@@ -168,32 +167,16 @@ def _training_trace(path: Path) -> dict[str, list]:
 
 # --- attention maps and hidden states -------------------------------------------------------
 
-def load_run(run_dir: str | Path):
-    """(config, task, wrapped model with its newest checkpoint's weights) of a run directory."""
-    from seqarena import checkpoint
-    from seqarena.train import build, read_run_config
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    cfg = read_run_config(run_dir)
-    ckpt = checkpoint.latest(run_dir / "checkpoints")
-    if ckpt is None:
-        raise UserError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}; "
-                        "train the run to its end (or to a --checkpoint-every step) first")
-    task, model = build(cfg, run_dir)
-    checkpoint.load_weights(model, ckpt.weights)
-    model.eval()
-    return cfg, task, model, ckpt.step
-
-
 def attention_maps(run_dir: str | Path, out: str | Path | None = None, sample: int = 0,
                    max_positions: int = 96, command: list[str] | None = None) -> Path:
     """Write attention.json (+ chart) for one held-out sample of a trained run; return its path."""
     from seqarena.models.attention import record_attention
 
     run_dir = Path(run_dir)
-    cfg, task, model, step = load_run(run_dir)
+    from seqarena.inference import load_run
+
+    run = load_run(run_dir)
+    cfg, task, model, step = run.cfg, run.task, run.model, run.step
     split = "test" if "test" in task.splits else "val"
     batch = _nth_example(task, split, sample)
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": "attention",

@@ -26,7 +26,8 @@ from seqarena.errors import ConfigError, UserError
 from seqarena.report import write_report
 from seqarena.results import RunResult, write_results
 from seqarena.tasks import make_task
-from seqarena.train import TrainConfig, config_from, resolve_device, set_threads, train
+from seqarena.config import TrainConfig, config_from
+from seqarena.train import resolve_device, set_threads, train
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
 # The default budget: 600 steps, or 40 s of training if a run gets there first. On 2 CPU cores

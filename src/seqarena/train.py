@@ -30,12 +30,10 @@ import ctypes
 import dataclasses
 import json
 import math
-import os
 import random
-import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -45,181 +43,11 @@ import torch
 from torch import nn
 
 from seqarena import checkpoint, distributed
-from seqarena.errors import ConfigError, UserError
+from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json, atomic_write_text
+from seqarena.config import RESUMABLE_CHANGES, TrainConfig, normalized
 from seqarena.memory import PeakMemory
 from seqarena.results import RunResult, write_results
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on; CLI flags and TOML files set the same fields."""
-
-    model: str = "lstm"  # registered model name (`seqarena models`)
-    task: str = "adding"  # registered task name (`seqarena tasks`)
-    seq_len: int = 64  # input length L the model sees
-    steps: int = 1000  # optimizer steps; the lr schedule spans them
-    batch_size: int = 32  # sequences per step (per process under data parallelism)
-    d_model: int = 64  # model width D
-    layers: int = 1  # stacked recurrent layers or Transformer blocks
-    lr: float = 1e-3  # peak learning rate of AdamW
-    weight_decay: float = 0.01  # AdamW's decoupled decay, on matrices only (not biases, norms)
-    warmup: float = 0.02  # fraction of the run over which the lr rises linearly from ~0
-    min_lr: float = 0.1  # the cosine decays the lr to this fraction of lr at the end
-    clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
-    dropout: float = 0.0  # dropout inside the model; 0 keeps the run bitwise reproducible
-    seed: int = 0  # seeds python, numpy, torch: the data, the initial weights and dropout
-    eval_every: int = 100  # evaluate on the validation split every N steps; 0: only at the end
-    log_every: int = 10  # write a line to metrics.jsonl every N steps
-    checkpoint_every: int = 500  # save a checkpoint every N steps; 0: only at the end
-    keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
-    patience: int = 0  # early stopping after N evaluations without improvement; 0: off
-    out: str = "runs"  # parent directory of run directories
-    name: str = ""  # run directory name; "" -> "<model>-<task>-L<seq_len>-s<seed>"
-    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available)
-    threads: int = 0  # CPU threads torch may use; 0: one per core available to this process
-    budget_seconds: float = 0.0  # stop after this much training time, the lr decaying over it
-    model_args: dict = field(default_factory=dict)  # other fields of the model's config
-    task_args: dict = field(default_factory=dict)  # other fields of the task's config
-    tensorboard: bool = False  # also write TensorBoard event files into the run directory
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first field that cannot work."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            want = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}[f.type]
-            if not isinstance(value, want) or (f.type in ("int", "float") and isinstance(value, bool)):
-                raise ConfigError(f"{f.name} must be of type {f.type}, got {value!r}")
-            if f.name in _POSITIVE and value <= 0:
-                raise ConfigError(f"{f.name} must be positive, got {value}")
-            if f.type in ("int", "float") and f.name not in _POSITIVE and value < 0:
-                raise ConfigError(f"{f.name} must not be negative, got {value}")
-        if not self.model or not self.task:
-            raise ConfigError("model and task must be named")
-        for frac in ("warmup", "min_lr"):
-            if getattr(self, frac) > 1:
-                raise ConfigError(f"{frac} is a fraction in [0, 1], got {getattr(self, frac)}")
-        if self.warmup == 1:
-            raise ConfigError("warmup must be below 1 (a fraction of the run), got 1")
-        if self.dropout >= 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.name and not re.fullmatch(r"[\w][\w.+=-]*", self.name):
-            raise ConfigError(f"name must be a plain directory name (letters, digits, - _ . + =), "
-                              f"got {self.name!r}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        for args, owned in (("model_args", _MODEL_FIELDS), ("task_args", _TASK_FIELDS)):
-            clash = sorted(set(getattr(self, args)) & owned)
-            if clash:
-                raise ConfigError(f"{args} may not set {clash[0]!r}: it is a training field "
-                                  f"(--{clash[0].replace('_', '-')})")
-
-    @property
-    def run_name(self) -> str:
-        return self.name or f"{self.model}-{self.task}-L{self.seq_len}-s{self.seed}"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out) / self.run_name
-
-
-_POSITIVE = {"seq_len", "steps", "batch_size", "d_model", "layers", "lr", "log_every",
-             "keep_checkpoints"}
-_MODEL_FIELDS = {"d_model", "layers", "dropout"}  # set through TrainConfig, not model_args
-_TASK_FIELDS = {"seq_len", "seed"}  # set through TrainConfig, not task_args
-# Fields that change nothing about the trajectory: a resumed run may differ in these.
-RESUMABLE_CHANGES = {"out", "name", "device", "threads", "tensorboard", "eval_every", "log_every",
-                     "checkpoint_every", "keep_checkpoints"}
-
-
-# --- configs from TOML files, run directories and flags ----------------------------------------
-
-def config_from(*layers: dict[str, Any], where: str = "config") -> TrainConfig:
-    """A TrainConfig from dicts applied in order (later wins; model_args/task_args merge by key)."""
-    merged: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for layer in layers:
-        unknown = sorted(set(layer) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: "
-                              f"{', '.join(sorted(known))}")
-        for key, value in layer.items():
-            if key in ("model_args", "task_args") and isinstance(value, dict):
-                value = {**merged.get(key, {}), **value}
-            merged[key] = value
-    return TrainConfig(**merged)
-
-
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is a one-line UserError."""
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read config file ({e})") from None
-
-
-def read_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The TrainConfig a run directory was trained with (its config.json)."""
-    path = Path(run_dir) / "config.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{run_dir}: not a run directory (no config.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: not a seqarena run config")
-    return config_from(doc, where=str(path))
-
-
-def resolve_config(toml: str | None, flags: dict[str, Any], resume: bool = False) -> TrainConfig:
-    """The config of `seqarena train`: defaults < the run's config.json (on resume) < TOML < flags."""
-    file_layer = read_toml(toml) if toml else {}
-    cfg = config_from(file_layer, flags, where=str(toml or "flags"))
-    if resume and (cfg.run_dir / "config.json").exists():
-        saved = dataclasses.asdict(read_run_config(cfg.run_dir))
-        cfg = config_from(saved, file_layer, flags, where=str(toml or "flags"))
-    return cfg
-
-
-def normalized(cfg: TrainConfig, task) -> TrainConfig:
-    """model_args and task_args as the configs hold them ("8" from a flag becomes 8), so that
-    the same settings given by a flag or by a TOML file compare equal on --resume."""
-    from seqarena.models import make_config
-
-    model_config = make_config(cfg.model, d_model=cfg.d_model, layers=cfg.layers,
-                               dropout=cfg.dropout, **cfg.model_args)
-    return dataclasses.replace(
-        cfg, model_args={k: getattr(model_config, k) for k in cfg.model_args},
-        task_args={k: getattr(task.config, k) for k in cfg.task_args})
-
-
-def parse_assignments(items: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:
-    """KEY=VALUE strings (repeatable flags) as a dict; VALUE reads as a TOML literal when it is
-    one (8, 0.5, true, "text"), else as a plain string."""
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -230,7 +58,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def build(cfg: TrainConfig, run_dir: str | os.PathLike | None = None):
+def build(cfg: TrainConfig, run_dir: str | Path | None = None):
     """(task, wrapped model) of a config: the same config always builds the same initial weights.
     With run_dir, the task first reads back what it saved there (e.g. its tokenizer)."""
     from seqarena.models import build_model
@@ -243,6 +71,15 @@ def build(cfg: TrainConfig, run_dir: str | os.PathLike | None = None):
     backbone = build_model(cfg.model, d_model=cfg.d_model, layers=cfg.layers, dropout=cfg.dropout,
                            **cfg.model_args)
     return task, task.wrap(backbone)
+
+
+def built_config(cfg: TrainConfig, task) -> TrainConfig:
+    """cfg with model_args and task_args as the built model and task hold them."""
+    from seqarena.models import make_config
+
+    model_config = make_config(cfg.model, d_model=cfg.d_model, layers=cfg.layers,
+                               dropout=cfg.dropout, **cfg.model_args)
+    return normalized(cfg, model_config, task.config)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -312,7 +149,7 @@ class Trainer:
         self.device = ranks.place(resolve_device(cfg.device))
         self.threads = set_threads(cfg.threads, ranks)
         self.task, self.model = build(cfg, cfg.run_dir if resume else None)
-        self.cfg = cfg = normalized(cfg, self.task)
+        self.cfg = cfg = built_config(cfg, self.task)
         self.model.to(self.device)
         self.forward = ranks.wrap(self.model)  # what training calls: DDP around the model, or it
         if self.world > 1:  # every rank starts from the same weights, then draws its own dropout
@@ -609,27 +446,3 @@ def _progress_bar(cfg: TrainConfig, start: int, show: bool):
     total = None if cfg.budget_seconds else cfg.steps  # a time budget ends runs, not steps
     return tqdm(total=total, initial=start, desc=cfg.run_name, leave=False,
                 disable=not (show and sys.stdout.isatty()), dynamic_ncols=True)
-
-
-def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
-    """(config, task, model) of a run directory, the model holding its newest checkpoint."""
-    cfg = read_run_config(run_dir)
-    ckpt = checkpoint.latest(Path(run_dir) / "checkpoints")
-    if ckpt is None:
-        raise UserError(f"{run_dir}: no checkpoint to load; train the run first")
-    task, model = build(cfg, run_dir)
-    model.to(resolve_device(device))
-    checkpoint.load_weights(model, ckpt.weights)
-    return cfg, task, model.eval()
-
-
-def generate(run_dir: str | os.PathLike, prompt: str, max_new_tokens: int = 200,
-             temperature: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
-    """Sample a continuation of `prompt` from a trained run (recurrent state or KV cache)."""
-    cfg, task, model = load_run(run_dir, device)
-    if not hasattr(task, "generate"):
-        raise UserError(f"task {cfg.task!r} does not generate text; generate samples from runs "
-                        f"of a language-model task such as text-lm")
-    with torch.no_grad():
-        return task.generate(model, prompt, max_new_tokens, temperature, seed)
-
