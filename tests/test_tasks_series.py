@@ -88,5 +88,5 @@ def test_bad_ucr_files_are_one_line_user_errors(tmp_path, train, test, message):
     (tmp_path / "X_TRAIN.tsv").write_text(train, encoding="utf-8")
     (tmp_path / "X_TEST.tsv").write_text(test, encoding="utf-8")
     with pytest.raises(UserError, match=message) as e:
-        make_task("series-classify", data=str(tmp_path))
+        make_task("series-classify", data=str(tmp_path)).wrap(TinyGRU(8))
     assert "\n" not in str(e.value)

@@ -170,12 +170,41 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...],
 
 class ClassifyTask(DatasetTask):
     """Whatever the inputs, one class per sequence: accuracy, macro-F1, majority baseline.
-    Subclasses set self.classes and implement split_data (with y (N,) class indices)."""
+    Subclasses implement read_classes and split_data (with y (N,) class indices)."""
 
     metric_name = "accuracy"
     higher_is_better = True
     head_kind = "classify"
-    classes: list[str]
+    _classes: list[str] | None = None  # the class names, in index order
+    restored = False  # True once restore() read a run directory: its data is read when used
+
+    @property
+    def classes(self) -> list[str]:
+        if self._classes is None:
+            self._classes = self.read_classes()
+        return self._classes
+
+    def read_classes(self) -> list[str]:
+        """The class names of the data, read from its files."""
+        raise NotImplementedError
+
+    def save(self, run_dir: Path) -> None:
+        atomic_write_json(run_dir / LABELS_FILE, self.classes)
+
+    def wrap(self, backbone: nn.Module, d_model: int | None = None) -> nn.Module:
+        if not self.restored:  # a bad file fails here, before a run writes anything
+            for split in self.splits:
+                self.split_data(split)
+        return super().wrap(backbone, d_model)
+
+    def restore(self, run_dir: Path) -> None:
+        self.restored = True
+        path = run_dir / LABELS_FILE
+        if path.exists():
+            try:
+                self._classes = [str(c) for c in json.loads(path.read_text(encoding="utf-8"))]
+            except (OSError, ValueError, TypeError) as e:
+                raise UserError(f"{path}: not a list of class names ({e})") from None
 
     def make_head(self, d_model: int, causal: bool = True) -> nn.Module:
         return PoolHead(d_model, len(self.classes), causal)
@@ -262,7 +291,6 @@ class Classify(ClassifyTask):
         # generate, its tokenizer and classes come from there.
         self._texts: dict[str, list[str]] | None = None  # split -> texts
         self._labels: dict[str, list[Any]] = {}  # split -> labels as the file holds them
-        self._classes: list[str] | None = None
         self._tokenizer: tok.Tokenizer | None = None
         self._data: dict[str, Batch] = {}
         self._cut: dict[str, int] = {}  # split -> texts cut to seq_len
@@ -273,11 +301,8 @@ class Classify(ClassifyTask):
             self._texts, self._labels = self._read()
         return self._texts
 
-    @property
-    def classes(self) -> list[str]:
-        if self._classes is None:
-            self._classes = class_names(self._labels["train"] if self.texts else [])
-        return self._classes
+    def read_classes(self) -> list[str]:
+        return class_names(self._labels["train"] if self.texts else [])
 
     def _read(self) -> tuple[dict[str, list[str]], dict[str, list[Any]]]:
         cfg, root = self.config, Path(self.config.data)
@@ -327,14 +352,12 @@ class Classify(ClassifyTask):
         return self._tokenizer
 
     def save(self, run_dir: Path) -> None:
+        super().save(run_dir)
         self.tokenizer.save(run_dir)
-        atomic_write_json(run_dir / LABELS_FILE, self.classes)
 
     def restore(self, run_dir: Path) -> None:
+        super().restore(run_dir)
         self._tokenizer = tok.load_tokenizer(run_dir) or self._tokenizer
-        path = run_dir / LABELS_FILE
-        if path.exists():
-            self._classes = json.loads(path.read_text(encoding="utf-8"))
         self._data.clear()
 
     def split_data(self, split: str) -> Batch:

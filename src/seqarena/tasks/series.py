@@ -101,7 +101,17 @@ class SeriesClassify(ClassifyTask):
 
     def __init__(self, config: SeriesConfig):
         super().__init__(config)
-        train_file, test_file = self.files(Path(config.data))
+        self._data: dict[str, Batch] = {}  # read on first use: a reloaded run needs no files
+        self._cut = 0  # series longer than seq_len, cut
+
+    def read_classes(self) -> list[str]:
+        train_file, _ = self.files(Path(self.config.data))
+        names = class_names(read_ucr(train_file)[0])
+        check_classes(names, "the first column", str(train_file))
+        return names
+
+    def _read(self) -> None:
+        train_file, test_file = self.files(Path(self.config.data))
         train_labels, train = read_ucr(train_file)
         test_labels, test = read_ucr(test_file)
         padded = np.isnan(train[:, -1]).any() or np.isnan(test[:, -1]).any()
@@ -111,14 +121,12 @@ class SeriesClassify(ClassifyTask):
         width = max(train.shape[1], test.shape[1])
         train, test = (np.pad(v, ((0, 0), (0, width - v.shape[1])), constant_values=np.nan)
                        for v in (train, test))
-        self.classes = class_names(train_labels)
-        check_classes(self.classes, "the first column", str(train_file))
         y = self.label_index(train_labels, str(train_file)).numpy()
         keep, val = stratified_split(y, (1 - VAL_FRACTION, VAL_FRACTION),
-                                     np.random.default_rng([config.seed, 7]))
+                                     np.random.default_rng([self.config.seed, 7]))
         raw = {"train": (train[keep], y[keep]), "val": (train[val], y[val]),
                "test": (test, self.label_index(test_labels, str(test_file)).numpy())}
-        self._cut = 0  # series longer than seq_len, cut
+        self._cut = 0
         self._data = {split: self._pack(v, labels) for split, (v, labels) in raw.items()}
 
     @staticmethod
@@ -159,9 +167,12 @@ class SeriesClassify(ClassifyTask):
         return Batch(torch.from_numpy(x).unsqueeze(-1), torch.from_numpy(y).long(), mask)
 
     def split_data(self, split: str) -> Batch:
+        if not self._data:
+            self._read()
         return self._data[split]
 
     def truncated(self) -> int:
+        self.split_data("train")
         return self._cut
 
     def make_embedding(self, d_model: int) -> nn.Module:

@@ -52,30 +52,45 @@ class Tokenizer:
         """What save() writes; `load` rebuilds the same tokenizer from it."""
         raise NotImplementedError
 
+    def chars_per_token(self) -> torch.Tensor:
+        """(V,) how many characters of text each token holds (special tokens: 0)."""
+        raise NotImplementedError
+
     def save(self, run_dir: str | Path) -> None:
         atomic_write_json(Path(run_dir) / FILE, {"kind": self.kind, **self.state()})
 
 
 class CharTokenizer(Tokenizer):
+    """One id per character. Without special tokens (text-lm's windows need no padding) a
+    character outside the vocabulary is an error rather than <unk>."""
+
     kind = "char"
 
-    def __init__(self, chars: str):
-        self.chars = chars
-        self.stoi = {ch: i + len(SPECIALS) for i, ch in enumerate(chars)}
+    def __init__(self, chars: str, specials: tuple[str, ...] | list[str] = tuple(SPECIALS)):
+        self.chars, self.specials = chars, list(specials)
+        self.stoi = {ch: i + len(self.specials) for i, ch in enumerate(chars)}
 
     @property
     def vocab_size(self) -> int:
-        return len(SPECIALS) + len(self.chars)
+        return len(self.specials) + len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        if not self.specials:
+            unknown = sorted(set(text) - set(self.stoi))
+            if unknown:
+                raise UserError("characters not in the vocabulary of this run: "
+                                f"{''.join(unknown)!r}")
         return [self.stoi.get(ch, UNK) for ch in text]
 
     def decode(self, ids: Iterable[int]) -> str:
-        n = len(SPECIALS)
+        n = len(self.specials)
         return "".join(self.chars[i - n] for i in ids if n <= i < self.vocab_size)
 
     def state(self) -> dict:
-        return {"chars": self.chars}
+        return {"chars": self.chars, "specials": self.specials}
+
+    def chars_per_token(self) -> torch.Tensor:
+        return (torch.arange(self.vocab_size) >= len(self.specials)).long()
 
 
 class BPETokenizer(Tokenizer):
@@ -96,6 +111,25 @@ class BPETokenizer(Tokenizer):
 
     def state(self) -> dict:
         return {"tokenizers": json.loads(self.hf.to_str())}
+
+    def chars_per_token(self) -> torch.Tensor:
+        # A character counts in the token holding its first UTF-8 byte (not a 10xxxxxx byte).
+        byte_of = _byte_level_bytes()
+        counts = torch.zeros(self.vocab_size, dtype=torch.long)
+        for token, i in self.hf.get_vocab().items():
+            if token not in SPECIALS:
+                counts[i] = sum(byte_of[ch] & 0xC0 != 0x80 for ch in token)
+        return counts
+
+
+def _byte_level_bytes() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte -> the byte (GPT-2's bytes_to_unicode:
+    printable bytes stand for themselves, the others for chr(256 + k) in byte order)."""
+    own = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+           *range(ord("®"), ord("ÿ") + 1)]
+    table = {chr(b): b for b in own}
+    table.update({chr(256 + k): b for k, b in enumerate(b for b in range(256) if b not in own)})
+    return table
 
 
 def _tokenizers():
@@ -139,7 +173,7 @@ def load_tokenizer(run_dir: str | Path) -> Tokenizer | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc["kind"] == "char":
-            return CharTokenizer(doc["chars"])
+            return CharTokenizer(doc["chars"], doc.get("specials", SPECIALS))
         if doc["kind"] == "bpe":
             return BPETokenizer(_tokenizers().Tokenizer.from_str(json.dumps(doc["tokenizers"])))
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:

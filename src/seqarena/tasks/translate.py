@@ -95,6 +95,7 @@ class Translate(DatasetTask):
         self._tokenizer: tok.Tokenizer | None = None
         self._data: dict[str, Batch] = {}
         self._cut: dict[str, int] = {}  # split -> pairs with a side cut to seq_len
+        self.restored = False  # True once restore() read a run directory
 
     @property
     def pairs(self) -> dict[str, list[tuple[str, str]]]:
@@ -126,6 +127,7 @@ class Translate(DatasetTask):
         self.tokenizer.save(run_dir)
 
     def restore(self, run_dir: Path) -> None:
+        self.restored = True
         self._tokenizer = tok.load_tokenizer(run_dir) or self._tokenizer
         self._data.clear()
 
@@ -157,6 +159,9 @@ class Translate(DatasetTask):
         if not backbone.seq2seq:
             raise ConfigError(f"task 'translate' needs an encoder-decoder model (transformer-ed, "
                               f"rnn-ed); {type(backbone).__name__} reads one sequence")
+        if not self.restored:  # a bad file fails here, before a run writes anything
+            for split in self.splits:
+                self.split_data(split)
         d, V = d_model or backbone.d_model, self.tokenizer.vocab_size
         return EncoderDecoderModel(nn.Embedding(V, d), backbone, TokenHead(d, V))
 
