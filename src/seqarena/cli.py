@@ -315,6 +315,8 @@ def train(config_file, resume, nproc, **given):
                f"{f' over {world} processes' if world > 1 else ''}, {r.wall_s:.1f} s")
     if r.extra["stopped"]:
         click.echo(r.extra["stopped"])
+    if r.truncated:
+        click.echo(f"{r.truncated} example(s) longer than seq_len={r.seq_len} were cut to it")
     click.echo(f"wrote {cfg.run_dir}")
 
 
