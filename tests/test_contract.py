@@ -13,7 +13,7 @@ from seqarena.errors import UserError
 from seqarena.models import MODELS, Backbone, Seq2SeqBackbone, StepNotSupported, build_model
 
 BUILT_IN = [name for name in MODELS if MODELS.get(name).build.__module__.startswith("seqarena.")]
-FAMILIES = {"recurrent", "scan", "attention", "linear-attention", "keras"}
+FAMILIES = {"recurrent", "scan", "attention", "linear-attention"}
 
 
 def build(name: str, **fields) -> Backbone:

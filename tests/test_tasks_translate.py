@@ -65,7 +65,7 @@ def test_a_tiny_run_learns_to_reverse_strings_far_above_the_copy_baseline(tmp_pa
                       lr=3e-3, eval_every=0, out=str(tmp_path / "runs"), name="rev",
                       task_args={"data": str(path)}, threads=1)
     result = train(cfg).result
-    metrics, base = result.extra["metrics"], result.extra["baselines"]
+    metrics, base = result.metrics, result.baselines
     assert metrics["test_exact_match"] > base["copy_exact_match"] + 0.5
     assert metrics["test_chrf"] > base["copy_chrf"] + 30
     path.unlink()  # generate reads the run's tokenizer, not the data

@@ -40,7 +40,7 @@ def test_compare_runs_end_to_end_on_a_small_file(tmp_path, task, make, models, s
     assert all(isinstance(x["truncated"], int) for x in doc["results"])
     if task != "series-classify":
         for x in doc["results"]:
-            assert (out / x["extra"]["run_dir"].split("/")[-1] / "tokenizer.json").exists()
+            assert (out / x["run_dir"].split("/")[-1] / "tokenizer.json").exists()
 
 
 def _fingerprint(folder):

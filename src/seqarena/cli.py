@@ -70,8 +70,8 @@ def models(d_model: int, layers: int, as_json: bool):
         return
     from seqarena.table import format_table
 
-    click.echo(format_table(rows, ["name", "params", "causal", "train_cost", "decode_cost",
-                                   "summary"]))
+    click.echo(format_table(rows, ["name", "family", "params", "causal", "train_cost",
+                                   "decode_cost", "summary"]))
 
 
 # --- explain --------------------------------------------------------------------------------
@@ -306,15 +306,15 @@ def train(config_file, resume, nproc, **given):
     if distributed.env_rank() > 0:
         return
     if r.status == "nan":
-        raise UserError(r.extra["stopped"])
+        raise UserError(r.stopped)
     metric = "-" if r.metric is None else f"{r.metric:.4g}"
-    world = r.extra["world_size"]
+    world = r.world_size
     click.echo(f"{r.model} on {r.task} (L={r.seq_len}, {r.params:,} parameters): "
-               f"{r.extra['split']} {r.metric_name} {metric} after {r.steps} steps, "
+               f"{r.split} {r.metric_name} {metric} after {r.steps} steps, "
                f"{r.train_tokens_per_s:,.0f} train tokens/s"
                f"{f' over {world} processes' if world > 1 else ''}, {r.wall_s:.1f} s")
-    if r.extra["stopped"]:
-        click.echo(r.extra["stopped"])
+    if r.stopped:
+        click.echo(r.stopped)
     if r.truncated:
         click.echo(f"{r.truncated} example(s) longer than seq_len={r.seq_len} were cut to it")
     click.echo(f"wrote {cfg.run_dir}")

@@ -165,6 +165,7 @@ class Trainer:
         self.wall_before = 0.0  # wall seconds of the earlier part of a resumed run
         self.best: float | None = None  # best validation metric so far
         self.bad_evals = 0  # evaluations since it last improved
+        self.history: list[dict[str, Any]] = []  # every record logged, for the results file
 
     # A checkpoint holds everything above, the optimizer and every RNG state of every rank.
     def training_state(self) -> dict[str, Any]:
@@ -235,6 +236,7 @@ class Trainer:
     def log(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
+        self.history.append(record)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -250,6 +252,7 @@ class Trainer:
             lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.exists() else []
             kept = [ln for ln in lines if _line_step(ln) is not None and _line_step(ln) <= self.step]
             atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
+            self.history = [json.loads(ln) for ln in kept]
         elif metrics.exists() or checkpoint.latest(self.ckpt_dir) is not None:
             raise UserError(f"{self.run_dir} already holds a run; add --resume to continue it, "
                             f"or choose another --name or --out")
@@ -326,15 +329,18 @@ class Trainer:
                 record = {"step": self.step, "loss": loss_value, "lr": lr,
                           "grad_norm": grad_norm.item(),
                           "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
-                          "wall_s": self.wall_s()}
+                          "train_s": self.train_s, "wall_s": self.wall_s()}
                 since = (self.step, self.train_s)
                 bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
-            stop = False
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
-                record = {"step": self.step, **record, **self.evaluate("val")}
+            stop, evaluated = False, bool(cfg.eval_every) and self.step % cfg.eval_every == 0
+            if evaluated:
+                record = {"step": self.step, "train_s": self.train_s, **record,
+                          **self.evaluate("val")}
                 stop = self.early_stop(record)
             if record:
                 self.log(record)
+            if evaluated and self.main:  # what a crash would leave for the report
+                self.write_summary(self.result("running", "", {}, 0))
             if stop:
                 return "ok", f"early stopping: no better validation {self.task.metric_name} " \
                              f"in {cfg.patience} evaluations"
@@ -384,24 +390,36 @@ class Trainer:
             stopped += (f"; the last good checkpoint is step {last.step} in {self.ckpt_dir}"
                         if last else "; no checkpoint was saved before it") + \
                 (" (try a lower --lr)" if cfg.clip else " (try a lower --lr, or --clip 1)")
+        result = self.result(status, stopped, final, peak_mem)
+        if self.main:
+            self.write_summary(result)
+        return TrainOutcome(result, self.model, task, self.run_dir, stopped)
+
+    def result(self, status: str, stopped: str, final: dict[str, float],
+               peak_mem: int) -> RunResult:
+        """The RunResult of the run so far ("running" while it trains)."""
         from seqarena.models import count_params
 
-        result = RunResult(
+        cfg, task = self.cfg, self.task
+        split = "test" if "test" in task.splits else "val"
+        return RunResult(
             model=cfg.model, task=cfg.task, seq_len=cfg.seq_len,
             params=count_params(self.model), metric_name=task.metric_name,
             metric=final.get(f"{split}_{task.metric_name}"),
             higher_is_better=task.higher_is_better,
             train_tokens_per_s=self.timed_tokens / self.timed_s if self.timed_s else 0.0,
             peak_mem_bytes=int(peak_mem), wall_s=self.wall_s(), steps=self.step,
-            seed=cfg.seed, status=status, truncated=task.truncated(),
-            extra={"split": split, "metrics": final, "best_val": self.best,
-                   "baselines": task.baselines(), "train_s": self.train_s, "stopped": stopped,
-                   "device": str(self.device), "threads": self.threads, "world_size": self.world,
-                   "d_model": cfg.d_model, "layers": cfg.layers, "model_args": cfg.model_args,
-                   "task_version": task.version, "run_dir": str(self.run_dir)})
-        if self.main:
-            write_results(self.run_dir / "summary.json", "train", [result])
-        return TrainOutcome(result, self.model, task, self.run_dir, stopped)
+            seed=cfg.seed, status=status, family=self.model.backbone.family, split=split,
+            metrics=final, best_val=self.best, baselines=task.baselines(), train_s=self.train_s,
+            stopped=stopped, device=str(self.device), threads=self.threads,
+            world_size=self.world, d_model=cfg.d_model, layers=cfg.layers,
+            model_args=cfg.model_args, task_version=task.version, run_dir=str(self.run_dir),
+            truncated=task.truncated(),
+            history=list(self.history))
+
+    def write_summary(self, result: RunResult) -> None:
+        """summary.json: the final result, or the one so far, so a crashed run still shows."""
+        write_results(self.run_dir / "summary.json", "train", [result])
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:

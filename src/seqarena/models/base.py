@@ -5,8 +5,8 @@ A backbone maps (B, L, D) -> (B, L, D). Tasks own the embedding before it and th
 so a backbone knows nothing of tokens, labels or losses. Like lm-evaluation-harness's `LM`, this
 class is the whole seam: code outside `models/` reads only the names declared here.
 
-    family          "recurrent", "scan", "attention", "linear-attention", "keras", "plugin", ...:
-                    the report colours and groups by it
+    family          the architecture, "recurrent", "scan", "attention", "linear-attention" (a
+                    plug-in may name its own; "plugin" by default): the report colours by it
     causal          True: output t reads inputs <= t only, so step() can decode
     seq2seq         False here; True for Seq2SeqBackbone (two inputs, one signature below)
     d_model         the width D in and out

@@ -11,8 +11,7 @@ from matplotlib.ticker import FuncFormatter
 
 from seqarena.report.collect import Bench, Source
 from seqarena.report.style import (MODES, PEER_STYLES, SETTING_FIELDS, Chart, Palette, bytes_y,
-                                   family, figure_grid, finite, legend_below, log2_x, log_y,
-                                   model_order, si)
+                                   figure_grid, finite, legend_below, log2_x, log_y, si)
 from seqarena.results import BenchResult
 
 # --- bench ----------------------------------------------------------------------------------
@@ -82,7 +81,7 @@ def crossovers(lines: dict[str, list[BenchResult]], mode: str) -> list[Crossover
     names = sorted(lines)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            if family(lines[a][0].model) == family(lines[b][0].model):
+            if lines[a][0].family == lines[b][0].family:
                 continue
             common = sorted(set(points[a]) & set(points[b]))
             ratio = [math.log(points[a][L] / points[b][L]) for L in common]
@@ -117,7 +116,7 @@ def _bench_panels(benches: list[Bench], colour: Palette, attr: str, scale: float
     for ax, mode in zip(axes, modes):
         lines = _series([(r, s) for r, s in rows if r.mode == mode])
         for name, line in sorted(lines.items(),
-                                 key=lambda kv: (model_order(kv[1][0].model), kv[0])):
+                                 key=lambda kv: (colour.order(kv[1][0].model), kv[0])):
             line.sort(key=lambda r: r.seq_len)
             ax.plot([r.seq_len for r in line], [getattr(r, attr) * scale for r in line],
                     label=name, **_line_style(line, colour, peers))
@@ -208,7 +207,7 @@ def decode_chart(benches: list[Bench], colour: Palette) -> Chart | None:
     fig, axes = figure_grid(2 if with_state else 1)
     peers = _peers(rows)
     lines = _series(rows)
-    for name, line in sorted(lines.items(), key=lambda kv: (model_order(kv[1][0].model), kv[0])):
+    for name, line in sorted(lines.items(), key=lambda kv: (colour.order(kv[1][0].model), kv[0])):
         line.sort(key=decode_position)
         style = _line_style(line, colour, peers)
         axes[0].plot([decode_position(r) for r in line], [r.latency_s * 1e3 for r in line],
@@ -253,7 +252,7 @@ def thread_scaling_chart(benches: list[Bench], colour: Palette) -> Chart | None:
     peers = _peers(full)
     for ax, mode in zip(axes, modes):
         for name, line in sorted(_series([(r, s) for r, s in full if r.mode == mode]).items(),
-                                 key=lambda kv: (model_order(kv[1][0].model), kv[0])):
+                                 key=lambda kv: (colour.order(kv[1][0].model), kv[0])):
             line.sort(key=lambda r: r.seq_len)
             ax.plot([r.seq_len for r in line], [r.tokens_per_s / one[key(r)] for r in line],
                     label=name, **_line_style(line, colour, peers))
