@@ -230,3 +230,24 @@ def test_bad_json_lines_name_their_line(tmp_path):
     path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 2\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"r.jsonl:2: not JSON"):
         make_task("classify", data=str(path)).wrap(TinyGRU(16))
+
+
+def test_resume_reads_the_saved_tokenizer_not_one_learnt_from_the_changed_file(tmp_path):
+    from seqarena import checkpoint
+
+    path = write(tmp_path / "r.csv", reviews(90))
+    cfg = TrainConfig(model="gru", task="classify", seq_len=16, steps=4, d_model=16,
+                      eval_every=0, checkpoint_every=2, keep_checkpoints=2,
+                      out=str(tmp_path / "runs"), name="r", task_args={"data": str(path)},
+                      threads=1)
+    first = train(cfg)
+    last = checkpoint.latest(first.run_dir / "checkpoints")
+    last.state.unlink()
+    last.weights.unlink()
+    # new characters: a tokenizer learnt again would have another vocabulary, and the
+    # checkpoint's embedding would not fit it
+    write(path, reviews(90) + [("ÿ zebra quixotic", "pos")] * 3)
+    resumed = train(cfg, resume=True)
+    assert resumed.result.steps == 4
+    assert resumed.task.tokenizer.vocab_size == first.task.tokenizer.vocab_size
+    assert resumed.task.tokenizer.encode("ÿ z")[0] == tok.UNK

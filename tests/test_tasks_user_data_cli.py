@@ -1,46 +1,52 @@
-"""`seqarena compare` on the user's own files, end to end; bad files through the command line."""
+"""docs/tasks.md's `seqarena compare` commands, end to end; bad files through the command line."""
 
 import hashlib
 import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from test_tasks_classify import reviews, write
-from test_tasks_series import dataset
-from test_tasks_translate import write_pairs
 
 from seqarena.cli import main
 
 TINY = ["--steps", "4", "--batch-size", "8", "--d-model", "16", "--threads", "1"]
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = {"classify": "majority_accuracy", "translate": "copy_chrf",
+            "series-classify": "majority_accuracy"}
 
 
-def compare(*args):
-    return subprocess.run([sys.executable, "-m", "seqarena", "compare", *args, *TINY],
-                          capture_output=True, text=True)
+def documented(command):
+    """The `seqarena COMMAND ...` lines of docs/tasks.md's bash blocks, as argument lists."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "tasks.md").read_text(), re.S)
+    return [shlex.split(line)[1:] for block in blocks for line in block.splitlines()
+            if line.startswith(f"seqarena {command} ")]
 
 
-@pytest.mark.parametrize("task, make, models, seq_len, baseline", [
-    ("classify", lambda p: write(p / "reviews.csv", reviews()), "lstm,transformer", 16,
-     "majority_accuracy"),
-    ("translate", lambda p: write_pairs(p / "pairs.tsv", n=60), "rnn-ed,transformer-ed", 8,
-     "copy_chrf"),
-    ("series-classify", lambda p: (dataset(p), p)[1], "lstm,transformer", 8, "majority_accuracy"),
-])
-def test_compare_runs_end_to_end_on_a_small_file(tmp_path, task, make, models, seq_len, baseline):
-    data = make(tmp_path)
+def test_the_docs_show_a_comparison_of_each_task_on_files_that_exist():
+    tasks = [args[args.index("--task") + 1] for args in documented("compare")]
+    assert tasks == ["classify", "translate", "series-classify"]
+    for args in documented("compare") + documented("train"):
+        assert (ROOT / args[args.index("--data") + 1]).exists()
+
+
+@pytest.mark.parametrize("args", documented("compare"), ids=lambda a: a[a.index("--task") + 1])
+def test_the_documented_compare_runs_end_to_end_at_a_tiny_budget(tmp_path, args):
     out = tmp_path / "cmp"
-    r = compare("--task", task, "--data", str(data), "--models", models, "--seq-lens",
-                str(seq_len), "--out", str(out))
+    r = subprocess.run([sys.executable, "-m", "seqarena", *args, *TINY, "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert f"baselines: {baseline}" in r.stdout
+    task, models = args[args.index("--task") + 1], args[args.index("--models") + 1].split(",")
+    assert f"baselines: {BASELINE[task]}" in r.stdout
     doc = json.loads((out / "summary.json").read_text())
-    assert [x["model"] for x in doc["results"]] == models.split(",")
+    assert [x["model"] for x in doc["results"]] == models
     assert all(x["status"] == "ok" and x["metric"] is not None for x in doc["results"])
     assert all(isinstance(x["truncated"], int) for x in doc["results"])
     if task != "series-classify":
         for x in doc["results"]:
-            assert (out / x["run_dir"].split("/")[-1] / "tokenizer.json").exists()
+            assert (Path(x["run_dir"]) / "tokenizer.json").exists()
 
 
 def _fingerprint(folder):
