@@ -216,6 +216,7 @@ def test_bad_settings_name_the_field(tmp_path):
     (b"text,tag\n" + b"a,x\n" * 20, r"holds one class only \('x'\)"),
     (b"text,tag\nok,a\nok,b\nok,a\ncaf\xe9,b\n", r"r.csv:5: not UTF-8 \(byte 0xe9\)"),
     (b"text,tag\n" + b"a,x\n" * 5 + b"b,y\n" * 2, "class 'y' has 2 example"),
+    (b"text,tag\n" + b"a,x\nb,y\n" * 5 + b"c, \n", r"r.csv:12: no label in column 'tag'"),
 ])
 def test_bad_files_are_one_line_user_errors(tmp_path, content, message):
     path = tmp_path / "r.csv"

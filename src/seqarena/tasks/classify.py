@@ -49,6 +49,12 @@ VAL_FRACTION = 0.1  # of train, when a directory has no val file
 LABELS_FILE = "labels.json"  # the class names in a run directory
 
 
+def dealing_rng(seed: int) -> np.random.Generator:
+    """The generator that deals a file's examples to splits under the task seed (a stream apart
+    from base.split_rng's, which draw the batches)."""
+    return np.random.default_rng([seed, 7])
+
+
 # --- reading -------------------------------------------------------------------------------
 
 def read_utf8(path: Path, what: str) -> str:
@@ -312,18 +318,18 @@ class Classify(ClassifyTask):
             if files["train"] is None or files["test"] is None:
                 raise UserError(f"data directory {root} needs train.EXT and test.EXT files "
                                 f"(EXT one of {', '.join(FORMATS)}; val.EXT optional)")
-            tables = {s: read_table(f, columns)[0] for s, f in files.items() if f is not None}
+            tables = {s: self._table(f) for s, f in files.items() if f is not None}
             names = class_names(tables["train"][cfg.label_column])
             check_classes(names, cfg.label_column, str(files["train"]))
             if "val" not in tables:
                 train = tables.pop("train")
                 y = np.array([names.index(str(v)) for v in train[cfg.label_column]])
                 keep, val = stratified_split(y, (1 - VAL_FRACTION, VAL_FRACTION),
-                                             np.random.default_rng([cfg.seed, 7]))
+                                             dealing_rng(cfg.seed))
                 tables["train"] = {c: [train[c][i] for i in keep] for c in columns}
                 tables["val"] = {c: [train[c][i] for i in val] for c in columns}
         else:
-            table = read_table(root, columns)[0]
+            table = self._table(root)
             names = class_names(table[cfg.label_column])
             check_classes(names, cfg.label_column, str(root))
             y = np.array([names.index(str(v)) for v in table[cfg.label_column]])
@@ -332,12 +338,20 @@ class Classify(ClassifyTask):
                 raise UserError(f"{root}: class {names[counts.argmin()]!r} has {counts.min()} "
                                 f"example(s); the stratified train/val/test split needs at least "
                                 f"{len(SPLIT_FRACTIONS)} of each class (add examples or drop it)")
-            parts = stratified_split(y, SPLIT_FRACTIONS, np.random.default_rng([cfg.seed, 7]))
+            parts = stratified_split(y, SPLIT_FRACTIONS, dealing_rng(cfg.seed))
             tables = {s: {c: [table[c][i] for i in p] for c in columns}
                       for s, p in zip(self.splits, parts)}
         texts = {s: [("" if v is None else str(v)) for v in t[cfg.text_column]]
                  for s, t in tables.items()}
         return texts, {s: t[cfg.label_column] for s, t in tables.items()}
+
+    def _table(self, path: Path) -> dict[str, list]:
+        """The text and label columns of one file; UserError naming a row without a label."""
+        table, lines = read_table(path, (self.config.text_column, self.config.label_column))
+        for label, line in zip(table[self.config.label_column], lines):
+            if label is None or not str(label).strip():
+                raise UserError(f"{path}:{line}: no label in column {self.config.label_column!r}")
+        return table
 
     @staticmethod
     def _split_file(root: Path, split: str) -> Path | None:

@@ -31,7 +31,7 @@ from torch import nn
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks.base import Batch, TaskConfig, register_task
 from seqarena.tasks.classify import (VAL_FRACTION, ClassifyTask, check_classes, class_names,
-                                     read_utf8, stratified_split)
+                                     dealing_rng, read_utf8, stratified_split)
 from seqarena.tasks.forecast import fill_gaps
 
 # N series, B batch, L length (seq_len), W the files' width (longest series), D model width
@@ -123,7 +123,7 @@ class SeriesClassify(ClassifyTask):
                        for v in (train, test))
         y = self.label_index(train_labels, str(train_file)).numpy()
         keep, val = stratified_split(y, (1 - VAL_FRACTION, VAL_FRACTION),
-                                     np.random.default_rng([self.config.seed, 7]))
+                                     dealing_rng(self.config.seed))
         raw = {"train": (train[keep], y[keep]), "val": (train[val], y[val]),
                "test": (test, self.label_index(test_labels, str(test_file)).numpy())}
         self._cut = 0

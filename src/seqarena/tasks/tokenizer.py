@@ -36,6 +36,7 @@ class Tokenizer:
     """Text <-> ids. Subclasses: CharTokenizer, BPETokenizer."""
 
     kind: str
+    _chars: torch.Tensor | None = None  # chars_per_token(), once computed
 
     @property
     def vocab_size(self) -> int:
@@ -53,7 +54,12 @@ class Tokenizer:
         raise NotImplementedError
 
     def chars_per_token(self) -> torch.Tensor:
-        """(V,) how many characters of text each token holds (special tokens: 0)."""
+        """(V,) how many characters of text each token holds (special tokens: 0), computed once."""
+        if self._chars is None:
+            self._chars = self.count_chars()
+        return self._chars
+
+    def count_chars(self) -> torch.Tensor:
         raise NotImplementedError
 
     def save(self, run_dir: str | Path) -> None:
@@ -89,7 +95,7 @@ class CharTokenizer(Tokenizer):
     def state(self) -> dict:
         return {"chars": self.chars, "specials": self.specials}
 
-    def chars_per_token(self) -> torch.Tensor:
+    def count_chars(self) -> torch.Tensor:
         return (torch.arange(self.vocab_size) >= len(self.specials)).long()
 
 
@@ -112,7 +118,7 @@ class BPETokenizer(Tokenizer):
     def state(self) -> dict:
         return {"tokenizers": json.loads(self.hf.to_str())}
 
-    def chars_per_token(self) -> torch.Tensor:
+    def count_chars(self) -> torch.Tensor:
         # A character counts in the token holding its first UTF-8 byte (not a 10xxxxxx byte).
         byte_of = _byte_level_bytes()
         counts = torch.zeros(self.vocab_size, dtype=torch.long)

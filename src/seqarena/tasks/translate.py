@@ -32,7 +32,7 @@ from torch import nn
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks.base import (IGNORE, Batch, DatasetTask, TaskConfig, TokenHead, register_task,
                                  token_sums, unwrapped)
-from seqarena.tasks.classify import read_utf8
+from seqarena.tasks.classify import dealing_rng, read_utf8
 from seqarena.tasks.dates import EncoderDecoderModel
 from seqarena.tasks import tokenizer as tok
 
@@ -105,7 +105,7 @@ class Translate(DatasetTask):
             if len(pairs) < 10:
                 raise UserError(f"{path} holds {len(pairs)} pair(s); a train/val/test split of "
                                 "80/10/10 needs at least 10")
-            order = np.random.default_rng([self.config.seed, 7]).permutation(len(pairs))
+            order = dealing_rng(self.config.seed).permutation(len(pairs))
             self._pairs = {s: [pairs[i] for i in order[int(a * len(pairs)):int(b * len(pairs))]]
                            for s, (a, b) in SPLIT_FRACTIONS.items()}
         return self._pairs
