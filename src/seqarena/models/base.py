@@ -71,10 +71,10 @@ class Backbone(nn.Module):
         if impl not in self.references:
             return None
         twin = self.rebuild(dataclasses.replace(self.config, impl=self.references[impl]))
-        twin.load_state_dict(self.state_dict())
         some = next(self.parameters(), None)
-        if some is not None:
+        if some is not None:  # before loading, so float64 weights are not rounded on the way
             twin.to(some.device, some.dtype)
+        twin.load_state_dict(self.state_dict())
         return twin.train(self.training)
 
     def uncounted_flops(self, batch: int, seq_len: int) -> float | None:
