@@ -35,7 +35,9 @@ def test_the_docs_show_a_comparison_of_each_task_on_files_that_exist():
 @pytest.mark.parametrize("args", documented("compare"), ids=lambda a: a[a.index("--task") + 1])
 def test_the_documented_compare_runs_end_to_end_at_a_tiny_budget(tmp_path, args):
     out = tmp_path / "cmp"
-    r = subprocess.run([sys.executable, "-m", "seqarena", *args, *TINY, "--out", str(out)],
+    # a fixed rate: 4 steps are too few for compare's learning-rate search
+    r = subprocess.run([sys.executable, "-m", "seqarena", *args, *TINY, "--lr", "3e-3",
+                        "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     task, models = args[args.index("--task") + 1], args[args.index("--models") + 1].split(",")

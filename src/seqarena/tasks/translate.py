@@ -206,7 +206,7 @@ class Translate(DatasetTask):
                 hypotheses += [self.tokenizer.decode(ids) for ids in self.greedy(model, batch)]
                 references += [targets[row] for row in batch.extra["row"].tolist()]
                 total, count = token_sums(model(batch), batch.y)["cross_entropy"]
-                ce, n = ce + total, n + count
+                ce, n = ce + float(total.sum()), n + float(count.sum())  # per-example sums
         finally:
             model.train(was_training)
         return {**corpus_scores(hypotheses, references), "cross_entropy": ce / n if n else np.nan}
