@@ -50,6 +50,18 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _keep_denormals(ctx, param, value) -> None:
+    from seqarena.runtime import set_keep_denormals
+
+    set_keep_denormals(value)
+
+
+keep_denormals_option = click.option(
+    "--keep-denormals", is_flag=True, expose_value=False, callback=_keep_denormals,
+    help="Keep subnormal floats instead of flushing them to zero on CPU (they can slow a "
+         "recurrence 4-10x; also SEQARENA_KEEP_DENORMALS=1).")
+
+
 def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2))
 
@@ -212,6 +224,7 @@ def _training_options(f):
                      help="Another task parameter (repeatable)."),
         click.option("--tensorboard", is_flag=True, default=None,
                      help="Also write TensorBoard event files beside metrics.jsonl."),
+        keep_denormals_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -287,9 +300,10 @@ def _flag_layer(given: dict) -> dict:
 @_training_options
 def train(config_file, resume, nproc, **given):
     """Train one model on one task into runs/<name>/."""
-    from seqarena import distributed
+    from seqarena import distributed, runtime
     from seqarena.train import resolve_config, train as run_training, train_processes
 
+    runtime.setup()
     try:
         cfg = resolve_config(config_file, _flag_layer(given), resume=resume)
         if nproc > 1 and distributed.launched():
@@ -334,10 +348,12 @@ def _csv(value: str | None, kind: type, flag: str):
 @_training_options
 def compare(config_file, models, seq_lens, seeds, **given):
     """Train several models on one task under one budget, side by side (the main job)."""
+    from seqarena import runtime
     from seqarena.compare import compare as run_compare, compare_config_from, table_rows
     from seqarena.table import format_table
     from seqarena.train import read_toml
 
+    runtime.setup()
     lists = {"models": _csv(models, str, "--models"), "seq_lens": _csv(seq_lens, int, "--seq-lens"),
              "seeds": _csv(seeds, int, "--seeds")}
     flags = {**_flag_layer(given), **{k: v for k, v in lists.items() if v is not None}}
@@ -417,6 +433,7 @@ def tasks(names: tuple[str, ...], as_json: bool):
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Directory for bench.json and bench.csv (default: runs/bench-<date>-<time>).")
+@keep_denormals_option
 def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device, dtype, peers,
           quick, time_budget, min_run_time, as_json, out):
     """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers.
@@ -427,6 +444,9 @@ def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device,
     from seqarena.bench.openmp import choose_wait_policy
 
     choose_wait_policy()  # before torch loads OpenMP
+    from seqarena import runtime
+
+    runtime.setup()  # before the first parallel loop starts OpenMP's threads, which inherit it
     from seqarena.bench.command import bench as run_bench, config_from_options, parse_list, render
 
     config = config_from_options(
@@ -469,8 +489,12 @@ def report(paths, out):
 # --- analyze --------------------------------------------------------------------------------
 
 @cli.group()
+@keep_denormals_option
 def analyze():
     """Look inside the models: gradient flow through time, attention maps, hidden states."""
+    from seqarena import runtime
+
+    runtime.setup()
 
 
 @analyze.command()

@@ -20,6 +20,7 @@ import torch
 from seqarena import __version__
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json
+from seqarena.runtime import float_settings
 
 SCHEMA_VERSION = 1
 
@@ -47,6 +48,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "seqarena": __version__,
+        **float_settings(),
     }
 
 
