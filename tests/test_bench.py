@@ -1,4 +1,5 @@
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from seqarena.bench.points import (Workload, check_paths, measure_decode, measur
 from seqarena.bench.summary import crossovers, csv_text, thread_scaling
 from seqarena.bench.sweep import Entry, Sweep, SweepConfig
 from seqarena.errors import UserError
-from seqarena.models import StepNotSupported, build_model
+from seqarena.models import Backbone, StepNotSupported, build_model
 from seqarena.results import BenchResult
 
 # B batch, L length, D model width, H hidden width, F feed-forward width
@@ -21,13 +22,14 @@ TINY = dict(seq_lens=(8, 16), batch_sizes=(2,), d_models=(8,), layers=(1,), thre
             decode_window=2, time_budget_s=30.0)
 
 
-class Wrapped(nn.Module):
+class Wrapped(Backbone):
     """A torch module in the Backbone contract; step() replays the forward over the prefix."""
 
+    family = "test"
     causal = True
 
     def __init__(self, inner: nn.Module):
-        super().__init__()
+        super().__init__(SimpleNamespace(d_model=getattr(inner, "in_features", 0)))
         self.inner = inner
 
     def forward(self, x, mask=None):

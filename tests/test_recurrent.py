@@ -7,7 +7,7 @@ from torch import nn
 from seqarena.errors import ConfigError
 from seqarena.flops import count_flops
 from seqarena.models import MODELS, build_model
-from seqarena.models.registry import StepNotSupported
+from seqarena.models import StepNotSupported
 
 D, B, L = 8, 3, 6
 ATOL = 1e-5

@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from seqarena.models import Backbone, Seq2SeqBackbone
+
 # B batch, L length, S source length, T target length, D model width
 
 
@@ -22,14 +24,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class TinyGRU(nn.Module):
+class TinyGRU(Backbone):
     """Causal: a one-layer GRU. Padding sits at the end, so a causal model may ignore the mask."""
 
+    family = "recurrent"
     causal = True
 
     def __init__(self, d_model: int = 16):
-        super().__init__()
-        self.d_model = d_model
+        super().__init__(SimpleNamespace(d_model=d_model))
         self.rnn = nn.GRU(d_model, d_model, batch_first=True)
 
     def forward(self, x, mask=None):
@@ -43,37 +45,29 @@ class TinyGRU(nn.Module):
         return y[:, 0], state
 
 
-class TinyBiGRU(nn.Module):
+class TinyBiGRU(Backbone):
     """Bidirectional, hence not causal: no step()."""
 
+    family = "recurrent"
     causal = False
 
     def __init__(self, d_model: int = 16):
-        super().__init__()
-        self.config = SimpleNamespace(d_model=d_model)
+        super().__init__(SimpleNamespace(d_model=d_model))
         self.rnn = nn.GRU(d_model, d_model // 2, batch_first=True, bidirectional=True)
 
     def forward(self, x, mask=None):
         return self.rnn(x)[0]
 
-    def init_state(self, batch_size):
-        raise NotImplementedError("bidirectional: no step()")
 
-    def step(self, state, x_t):
-        raise NotImplementedError("bidirectional: no step()")
-
-
-class TinySeq2Seq(nn.Module):
+class TinySeq2Seq(Seq2SeqBackbone):
     """Encoder-decoder: a GRU encoder; a GRU decoder reading each target token plus the masked
     mean of the encoder's outputs."""
 
-    seq2seq = True
-    causal = True
+    family = "recurrent"
 
     def __init__(self, d_model: int = 16):
-        super().__init__()
-        self.config = SimpleNamespace(d_model=d_model)
-        self.encoder = nn.GRU(d_model, d_model, batch_first=True)
+        super().__init__(SimpleNamespace(d_model=d_model))
+        self.encoder = TinyGRU(d_model)
         self.decoder = nn.GRU(d_model, d_model, batch_first=True)
 
     @staticmethod
@@ -84,7 +78,7 @@ class TinySeq2Seq(nn.Module):
         return (memory * m).sum(1) / m.sum(1)
 
     def encode(self, src, src_mask=None):
-        return self.encoder(src)[0]
+        return self.encoder(src)
 
     def decode(self, tgt, memory, src_mask=None):
         return self.decoder(tgt + self._context(memory, src_mask)[:, None])[0]

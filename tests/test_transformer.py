@@ -10,7 +10,7 @@ from torch import nn
 from seqarena.errors import ConfigError, UserError
 from seqarena.flops import count_flops
 from seqarena.models import build_model
-from seqarena.models.registry import StepNotSupported
+from seqarena.models import StepNotSupported
 from seqarena.models.transformer import (DecoderBlock, Decoder, Encoder, EncoderBlock, Positions,
                                          TransformerConfig)
 

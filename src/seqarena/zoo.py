@@ -13,7 +13,7 @@ def describe_models(d_model: int = 64, layers: int = 1) -> list[dict[str, Any]]:
     rows = []
     for name in MODELS:
         spec = MODELS.get(name)
-        row = {"name": name, "params": None, "causal": None, "train_cost": spec.train_cost,
+        row = {"name": name, "family": None, "params": None, "causal": None, "train_cost": spec.train_cost,
                "decode_cost": spec.decode_cost, "summary": spec.summary}
         try:
             model = build_model(name, strict=False, d_model=d_model, layers=layers)
@@ -23,6 +23,6 @@ def describe_models(d_model: int = 64, layers: int = 1) -> list[dict[str, Any]]:
             row["summary"] = f"unavailable: {e}"
         else:
             row["params"] = count_params(model)
-            row["causal"] = bool(getattr(model, "causal", False))
+            row["causal"], row["family"] = model.causal, model.family
         rows.append(row)
     return rows

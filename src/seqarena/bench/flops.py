@@ -33,8 +33,8 @@ def uncounted_flops(model: nn.Module, batch: int, seq_len: int) -> float | None:
 
     Call it outside any FlopCounterMode: a model may probe the counter to learn what it sees.
     """
-    declared = getattr(model, "uncounted_flops", None)
-    return None if declared is None else float(declared(batch, seq_len))
+    declared = model.uncounted_flops(batch, seq_len)
+    return None if declared is None else float(declared)
 
 
 def total_flops(counted: float, uncounted: float | None) -> float | None:

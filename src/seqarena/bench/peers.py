@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from seqarena.bench.flops import rnn_matmul_flops
 from seqarena.errors import UserError
-from seqarena.models import StepNotSupported, make_config
+from seqarena.models import Backbone, make_config
 from seqarena.registry import Registry
 
 # B batch, L length, D model width, K layers, H heads, F feed-forward width
@@ -101,11 +101,13 @@ def sdpa_hidden(module: nn.Module) -> bool:
 # --- torch.nn -------------------------------------------------------------------------------------
 
 @peer("torch-transformer", "transformer", "torch.nn.TransformerEncoderLayer")
-class TorchTransformer(nn.Module):
+class TorchTransformer(Backbone):
     """K torch.nn.TransformerEncoderLayer blocks (+ a final LayerNorm if pre-norm, as ours)."""
 
+    family = "attention"
+
     def __init__(self, shape: Shape):
-        super().__init__()
+        super().__init__(shape)
         self.shape, self.causal = shape, shape.causal
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(shape.d_model, shape.heads, shape.d_ff, dropout=0.0,
@@ -128,12 +130,6 @@ class TorchTransformer(nn.Module):
             x = block(x, src_mask=causal_mask, is_causal=self.causal)
         return self.norm(x)
 
-    def init_state(self, batch_size: int):
-        raise StepNotSupported("torch.nn.TransformerEncoderLayer keeps no KV cache")
-
-    def step(self, state, x_t):
-        raise StepNotSupported("torch.nn.TransformerEncoderLayer keeps no KV cache")
-
     def forward_flops(self, batch: int, seq_len: int) -> float:
         """Forward FLOPs in full. In eval mode without autograd torch runs its fused fast path
         (one op per block), which FlopCounterMode does not see at all, so nothing is counted."""
@@ -142,14 +138,15 @@ class TorchTransformer(nn.Module):
         return self.shape.layers * per_block
 
 
-class TorchRNN(nn.Module):
+class TorchRNN(Backbone):
     """A bare torch.nn.LSTM or GRU, D -> D, K layers: the kernel our lstm/gru wrap."""
 
+    family = "recurrent"
     causal = True
     cls: type[nn.RNNBase]
 
     def __init__(self, shape: Shape):
-        super().__init__()
+        super().__init__(shape)
         self.rnn = self.cls(shape.d_model, shape.d_model, num_layers=shape.layers, batch_first=True)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -186,11 +183,13 @@ class TorchGRU(TorchRNN):
 # --- packages -------------------------------------------------------------------------------------
 
 @peer("x-transformers", "transformer", "x-transformers", package="x_transformers")
-class XTransformers(nn.Module):
+class XTransformers(Backbone):
     """x-transformers Encoder (or Decoder when our transformer is causal), flash (SDPA) path."""
 
+    family = "attention"
+
     def __init__(self, shape: Shape):
-        super().__init__()
+        super().__init__(shape)
         from x_transformers import Decoder, Encoder
 
         self.shape, self.causal = shape, shape.causal
@@ -202,12 +201,6 @@ class XTransformers(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
 
-    def init_state(self, batch_size: int):
-        raise StepNotSupported("x-transformers caches keys only inside its TransformerWrapper")
-
-    def step(self, state, x_t):
-        raise StepNotSupported("x-transformers caches keys only inside its TransformerWrapper")
-
     def uncounted_flops(self, batch: int, seq_len: int) -> float:
         if not sdpa_hidden(self):
             return 0.0
@@ -215,14 +208,15 @@ class XTransformers(nn.Module):
 
 
 @peer("mingru-pytorch", "mingru", "minGRU-pytorch", package="minGRU_pytorch")
-class MinGRUPytorch(nn.Module):
+class MinGRUPytorch(Backbone):
     """minGRU-pytorch's `minGRU` cell in our mingru's block: x + minGRU(LayerNorm(x)) per layer,
     with its output projection on (as ours has), and a final LayerNorm. Only the cell differs."""
 
+    family = "scan"
     causal = True
 
     def __init__(self, shape: Shape):
-        super().__init__()
+        super().__init__(shape)
         from minGRU_pytorch import minGRU
 
         D = shape.d_model
@@ -248,24 +242,25 @@ class MinGRUPytorch(nn.Module):
 
 
 @peer("mambapy", "mamba", "mambapy", package="mambapy")
-class MambaPy(nn.Module):
+class MambaPy(Backbone):
     """mambapy `Mamba` (pure-PyTorch parallel scan), K residual blocks of width D."""
 
+    family = "scan"
     causal = True
 
     def __init__(self, shape: Shape):
-        super().__init__()
+        super().__init__(shape)
         from mambapy.mamba import Mamba, MambaConfig
 
-        self.config = MambaConfig(d_model=shape.d_model, n_layers=shape.layers)
-        self.net = Mamba(self.config)
+        self.mamba_config = MambaConfig(d_model=shape.d_model, n_layers=shape.layers)
+        self.net = Mamba(self.mamba_config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
 
     def init_state(self, batch_size: int) -> list:
         w = self.net.layers[0].mixer.in_proj.weight
-        conv = w.new_zeros(batch_size, self.config.d_inner, self.config.d_conv - 1)
+        conv = w.new_zeros(batch_size, self.mamba_config.d_inner, self.mamba_config.d_conv - 1)
         return [(None, conv.clone()) for _ in self.net.layers]  # (h, last inputs) per layer
 
     def step(self, state: list, x_t: torch.Tensor):

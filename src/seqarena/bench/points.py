@@ -51,9 +51,8 @@ class Workload:
 
     def __init__(self, module: nn.Module):
         self.module = module
-        self.seq2seq = bool(getattr(module, "seq2seq", False))
-        self.causal = bool(getattr(module, "causal", False))
-        self.encoder = getattr(module, "encoder", None) if self.seq2seq else None
+        self.seq2seq, self.causal = module.seq2seq, module.causal
+        self.encoder = module.encoder if self.seq2seq else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, L, D); an encoder-decoder reads x as both source and target."""
@@ -70,8 +69,6 @@ class Workload:
         if not self.causal:
             raise NoStep(f"{type(self.module).__name__} is not causal: every output reads the "
                          "future, so it cannot decode token by token")
-        if not (hasattr(self.module, "init_state") and hasattr(self.module, "step")):
-            raise NoStep(f"{type(self.module).__name__} has no step()")
         try:
             if self.seq2seq:
                 return self.module.init_state(x_src.shape[0], self.module.encode(x_src))
@@ -96,10 +93,9 @@ class Workload:
     def flops(self, run, batch: int, seq_len: int, mode: str) -> float | None:
         """FLOPs of run() in `mode`: a forward over (B, L), plus its backward for train; an
         encoder-decoder's prefill runs only its encoder."""
-        in_full = getattr(self.module, "forward_flops", None)
         scale = 1.0 + BACKWARD_FACTOR if mode == "train" else 1.0
-        if in_full is not None:  # a peer whose fused path the counter cannot see at all
-            return scale * in_full(batch, seq_len)
+        if hasattr(type(self.module), "forward_flops"):  # a peer the counter cannot see at all
+            return scale * self.module.forward_flops(batch, seq_len)
         part = self.encoder if self.seq2seq and mode == "prefill" else self.module
         uncounted = None if part is None else uncounted_flops(part, batch, seq_len)
         counted = counted_flops(run)

@@ -1,8 +1,8 @@
 """The model zoo. Importing this package registers every built-in model, then the plug-ins."""
 
-from seqarena.models.registry import (MODELS, Backbone, ModelConfig, ModelSpec, StepNotSupported,
-                                      build_model, config_fields, count_params, make_config,
-                                      register_model)
+from seqarena.models.base import Backbone, Seq2SeqBackbone, StepNotSupported
+from seqarena.models.registry import (MODELS, ModelConfig, ModelSpec, build_model, config_fields,
+                                      count_params, make_config, register_model)
 
 # Built-in families register themselves on import (one line each, below).
 from seqarena.models import recurrent  # noqa: E402,F401
@@ -16,5 +16,5 @@ from seqarena.models import plugins  # noqa: E402  (after the built-ins: plug-in
 MODELS.fallback = plugins.resolve
 plugins.register_entry_points()
 
-__all__ = ["MODELS", "Backbone", "ModelConfig", "ModelSpec", "StepNotSupported", "build_model",
-           "config_fields", "count_params", "make_config", "register_model"]
+__all__ = ["MODELS", "Backbone", "ModelConfig", "ModelSpec", "Seq2SeqBackbone", "StepNotSupported",
+           "build_model", "config_fields", "count_params", "make_config", "register_model"]

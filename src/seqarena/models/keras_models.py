@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from seqarena.errors import UserError
-from seqarena.models.registry import ModelConfig, StepNotSupported, register_model
+from seqarena.models.base import Backbone
+from seqarena.models.registry import ModelConfig, register_model
 
 # B batch, L length, D model width
 
@@ -43,15 +43,15 @@ class KerasConfig(ModelConfig):
 
 @register_model("keras-simple-rnn", KerasConfig, "Keras SimpleRNN(d_model) returning sequences",
                 "O(L) sequential", "O(1)")
-class KerasSimpleRNN(nn.Module):
+class KerasSimpleRNN(Backbone):
     """keras.layers.SimpleRNN with `units = d_model`; step() runs its cell."""
 
+    family = "keras"
     causal = True
 
     def __init__(self, config: KerasConfig):
-        super().__init__()
+        super().__init__(config)
         keras = import_keras()
-        self.d_model = config.d_model
         self.rnn = keras.layers.SimpleRNN(config.d_model, return_sequences=True)
         self.rnn.build((None, None, config.d_model))
 
@@ -69,15 +69,15 @@ class KerasSimpleRNN(nn.Module):
 @register_model("keras-mha", KerasConfig,
                 "Keras MultiHeadAttention(num_heads=2, key_dim=32) self-attention",
                 "O(L^2) attention (parallel over L)", "not supported (no cache)")
-class KerasMHA(nn.Module):
-    """keras.layers.MultiHeadAttention applied as self-attention, unmasked as in the write-up."""
+class KerasMHA(Backbone):
+    """keras.layers.MultiHeadAttention applied as self-attention; no step(): it keeps no cache."""
 
+    family = "keras"
     causal = False
 
     def __init__(self, config: KerasConfig):
-        super().__init__()
+        super().__init__(config)
         keras = import_keras()
-        self.d_model = config.d_model
         self.mha = keras.layers.MultiHeadAttention(num_heads=config.heads, key_dim=config.key_dim)
         self.mha.build((None, None, config.d_model), (None, None, config.d_model))
 
@@ -85,9 +85,3 @@ class KerasMHA(nn.Module):
         if mask is None:
             return self.mha(x, x)  # (B, L, D)
         return self.mha(x, x, attention_mask=mask[:, None, :] & mask[:, :, None])
-
-    def init_state(self, batch_size: int):
-        raise StepNotSupported("keras-mha has no step(): Keras' MultiHeadAttention keeps no cache")
-
-    def step(self, state, x_t):
-        raise StepNotSupported("keras-mha has no step(): Keras' MultiHeadAttention keeps no cache")

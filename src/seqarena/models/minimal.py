@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqarena.errors import ConfigError
+from seqarena.models.base import Backbone
 from seqarena.models.registry import ModelConfig, register_model
 from seqarena.models.scan import scan_chunked, scan_log, tree_scan_
 
@@ -223,14 +224,17 @@ class MinimalLayer(nn.Module):
         return x
 
 
-class Minimal(nn.Module):
+class Minimal(Backbone):
     """`layers` MinimalLayers and a final norm; causal, with one (B, N) state per layer."""
 
+    family = "scan"
     causal = True
+    # every parallel form is checked against the paper's sequential mode
+    references = {"scan": "sequential", "chunked": "sequential", "logscan": "sequential"}
 
     def __init__(self, cell, config: MinimalConfig):
-        super().__init__()
-        self.config, self.cell = config, cell
+        super().__init__(config)
+        self.cell = cell
         self.layers = nn.ModuleList(MinimalLayer(cell, config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.state_width = int(config.expansion * config.d_model)
@@ -241,6 +245,9 @@ class Minimal(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.norm(x)
+
+    def rebuild(self, config):
+        return Minimal(self.cell, config)
 
     def init_state(self, batch_size):
         p = self.norm.weight

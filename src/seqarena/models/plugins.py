@@ -1,7 +1,7 @@
 """Models from outside the package: Python entry points and `module:factory` names.
 
-A plug-in is a callable taking a ModelConfig and returning either a Backbone (forward, causal,
-init_state, step) or a plain nn.Module mapping (B, L, D) -> (B, L, D), which is wrapped here.
+A plug-in is a callable taking a ModelConfig and returning either a seqarena.models.Backbone or a
+plain nn.Module mapping (B, L, D) -> (B, L, D), which PluginBackbone fits to the contract.
 Plug-ins go through the same registry as built-ins, so training, benchmarks and reports treat them
 alike. Broken plug-ins fail with one line naming the plug-in and what to fix.
 """
@@ -9,6 +9,7 @@ alike. Broken plug-ins fail with one line naming the plug-in and what to fix.
 from __future__ import annotations
 
 import importlib
+import inspect
 import warnings
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from seqarena.errors import UserError
-from seqarena.models.registry import MODELS, ModelConfig, ModelSpec, StepNotSupported
+from seqarena.models.base import Backbone, StepNotSupported, check_contract
+from seqarena.models.registry import MODELS, ModelConfig, ModelSpec
 
 # B batch, L length, D model width
 
@@ -25,27 +27,55 @@ ENTRY_POINT_GROUP = "seqarena.models"
 PLUGIN_COST = "unknown (plug-in)"
 
 
-class PluginBackbone(nn.Module):
-    """A plain (B, L, D) -> (B, L, D) module made to fit the Backbone contract; no step()."""
+class PluginBackbone(Backbone):
+    """A module that is not a Backbone, made to fit the contract from what it has: `causal`
+    (default False), `family` (default "plugin"), init_state/step and uncounted_flops if it
+    defines them. A part it half-defines is an error naming what is missing."""
 
-    def __init__(self, module: nn.Module, name: str):
-        super().__init__()
-        self.module = module
-        self.name = name
-        self.causal = bool(getattr(module, "causal", False))
+    def __init__(self, module: nn.Module, name: str, config: ModelConfig):
+        super().__init__(config)
+        self.module, self.name = module, name
+        where = f"plug-in model {name!r}"
+        if getattr(module, "seq2seq", False):
+            raise UserError(f"{where} says seq2seq=True; an encoder-decoder must derive from "
+                            "seqarena.models.Seq2SeqBackbone")
+        self.causal = getattr(module, "causal", False)
+        if not isinstance(self.causal, bool):
+            raise UserError(f"{where}: causal must be True or False, got {self.causal!r}")
+        family = getattr(module, "family", "plugin")
+        if not isinstance(family, str) or not family:
+            raise UserError(f"{where}: family must be a non-empty string, got {family!r}")
+        self.family = family
+        steps = [m for m in ("init_state", "step") if callable(getattr(module, m, None))]
+        if len(steps) == 1:
+            missing = "step" if steps == ["init_state"] else "init_state"
+            raise UserError(f"{where} defines {steps[0]}() but not {missing}(); a model that "
+                            "decodes needs both (see docs/plugins.md)")
+        self.decodes = bool(steps)
+        if self.decodes and not self.causal:
+            raise UserError(f"{where} defines step() but causal is not True; set causal = True "
+                            "on a model whose output t reads only inputs <= t")
+        flops = getattr(module, "uncounted_flops", None)
+        if flops is not None and not callable(flops):
+            raise UserError(f"{where}: uncounted_flops must be a method (batch, seq_len) -> FLOPs")
+        self.flops = flops
+        self.takes_mask = "mask" in inspect.signature(module.forward).parameters
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.module(x)
+        return self.module(x, mask=mask) if self.takes_mask else self.module(x)
 
     def init_state(self, batch_size: int) -> Any:
-        raise StepNotSupported(f"model {self.name!r} has no step(): decoding is not supported")
+        if not self.decodes:
+            raise StepNotSupported(f"model {self.name!r} has no step(): decoding is not supported")
+        return self.module.init_state(batch_size)
 
     def step(self, state: Any, x_t: torch.Tensor):
-        raise StepNotSupported(f"model {self.name!r} has no step(): decoding is not supported")
+        if not self.decodes:
+            raise StepNotSupported(f"model {self.name!r} has no step(): decoding is not supported")
+        return self.module.step(state, x_t)
 
-
-def _is_backbone(obj: Any) -> bool:
-    return all(hasattr(obj, a) for a in ("causal", "init_state", "step"))
+    def uncounted_flops(self, batch: int, seq_len: int) -> float | None:
+        return None if self.flops is None else float(self.flops(batch, seq_len))
 
 
 def checked_build(name: str, factory: Callable[[ModelConfig], Any]) -> Callable[[ModelConfig], nn.Module]:
@@ -62,10 +92,9 @@ def checked_build(name: str, factory: Callable[[ModelConfig], Any]) -> Callable[
         if not isinstance(model, nn.Module):
             raise UserError(f"plug-in model {name!r}: its factory returned {type(model).__name__}, "
                             "not a torch.nn.Module mapping (B, L, D) to (B, L, D)")
-        if not _is_backbone(model):
-            model = PluginBackbone(model, name)
-        if not hasattr(model, "d_model"):
-            model.d_model = config.d_model  # tasks read the width to size their embedding and head
+        if not isinstance(model, Backbone):
+            model = PluginBackbone(model, name, config)
+        check_contract(model, name, config.d_model)
         _check_shape(name, model, config.d_model)
         return model
 

@@ -28,7 +28,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqarena.errors import ConfigError
 from seqarena.flops import hidden_rnn_flops
-from seqarena.models.registry import ModelConfig, StepNotSupported, register_model
+from seqarena.models.base import Backbone, StepNotSupported
+from seqarena.models.registry import ModelConfig, register_model
 
 # B batch, L length, D model width (input and output), H hidden units per direction,
 # G gates per unit (RNN 1, LSTM 4, GRU 3), K layers
@@ -93,15 +94,17 @@ def gru_cell(x_t, state, w_ih, w_hh, b_ih, b_hh):
 
 # --- the models ----------------------------------------------------------------------------------
 
-class Recurrent(nn.Module):
+class Recurrent(Backbone):
     """A stack of K recurrent layers, (B, L, D) -> (B, L, D). Subclasses fix the cell."""
+
+    family = "recurrent"
+    references = {"fused": "scratch"}  # torch's kernel is checked against the cells above
 
     gates: int  # G: blocks of H rows stacked in each weight matrix
     n_states: int = 1  # tensors in the state: h, or h and c for the LSTM
 
     def __init__(self, config: RecurrentConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.causal = not config.bidirectional  # the backward direction reads the future
         self.directions = 2 if config.bidirectional else 1
         self.hidden = config.d_model // self.directions  # H, so the concatenated output is D wide

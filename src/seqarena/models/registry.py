@@ -1,41 +1,22 @@
-"""The model registry, the config every model shares, and the Backbone contract.
+"""The model registry and the config every model shares; the contract itself is in base.py.
 
-A backbone maps (B, L, D) -> (B, L, D). Tasks own the embedding before it and the head after it.
+Every build goes through build_model(), which checks the built model against the contract, so a
+built-in and a plug-in are held to the same rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from seqarena.errors import ConfigError
+from seqarena.models.base import check_contract
 from seqarena.registry import Registry
 
 # B batch, L length, D model width
-
-
-@runtime_checkable
-class Backbone(Protocol):
-    """What every model is: a parallel forward and a step-by-step path that agree numerically."""
-
-    causal: bool  # True: position t sees only positions <= t, so step() can decode
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D); mask (B, L) bool, True at real (non-padding) positions."""
-
-    def init_state(self, batch_size: int) -> Any:
-        """The state before the first token: a hidden state, or an empty KV cache."""
-
-    def step(self, state: Any, x_t: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """One token (B, D) -> output (B, D) and the next state."""
-
-
-class StepNotSupported(NotImplementedError):
-    """The model has no step-by-step path (a plug-in without step(), a non-causal model)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +91,9 @@ def build_model(name: str, config: ModelConfig | None = None, strict: bool = Tru
     spec = MODELS.get(name)
     if config is None:
         config = make_config(name, strict=strict, **fields)
-    return spec.build(config)
+    model = spec.build(config)
+    check_contract(model, name, config.d_model)
+    return model
 
 
 def count_params(model: nn.Module) -> int:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from seqarena.errors import ConfigError
+from seqarena.models.base import Seq2SeqBackbone
 from seqarena.models.recurrent import GRU, LSTM, RecurrentConfig, State
 from seqarena.models.registry import ModelConfig, register_model
 
@@ -60,15 +61,14 @@ class DecodeState(NamedTuple):
 @register_model("rnn-ed", RNNSeq2SeqConfig,
                 "RNN encoder-decoder (bi-LSTM/GRU encoder) with Luong attention",
                 train_cost="O(S + T) sequential", decode_cost="O(S)")
-class RNNEncoderDecoder(nn.Module):
+class RNNEncoderDecoder(Seq2SeqBackbone):
     """Encoder-decoder backbone: encode(src) -> memory, decode(tgt, memory) -> (B, T, D)."""
 
-    seq2seq = True
-    causal = True  # causal over the target: step() decodes
+    family = "recurrent"
+    references = {"fused": "scratch"}
 
     def __init__(self, config: RNNSeq2SeqConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         family = {"lstm": LSTM, "gru": GRU}[config.cell]
         shape = dict(d_model=config.d_model, layers=config.layers, dropout=config.dropout,
                      impl=config.impl)

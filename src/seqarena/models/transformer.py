@@ -22,7 +22,8 @@ from torch import nn
 
 from seqarena.errors import ConfigError, UserError
 from seqarena.models.attention import IMPLS, KVCache, MultiHeadAttention
-from seqarena.models.registry import ModelConfig, StepNotSupported, register_model
+from seqarena.models.base import Backbone, Seq2SeqBackbone, StepNotSupported
+from seqarena.models.registry import ModelConfig, register_model
 
 # B batch, L length (T target, S source in the encoder-decoder), D model width, H heads,
 # Dh head width (D / H), F feed-forward width
@@ -199,12 +200,15 @@ class DecodeState:
                 "Transformer: GPT-style causal decoder, or a bidirectional encoder (causal=False)",
                 train_cost="O(L^2) attention (parallel over L)",
                 decode_cost="O(L) per token (KV cache)")
-class Transformer(nn.Module):
+class Transformer(Backbone):
     """Positions, a stack of self-attention blocks (causal per config), a final norm if pre-norm."""
 
+    family = "attention"
+    references = {"sdpa": "manual"}  # the fused kernel is checked against the equations
+
     def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.config, self.causal = config, config.causal
+        super().__init__(config)
+        self.causal = config.causal
         self.pos = Positions(config)
         self.blocks = nn.ModuleList(EncoderBlock(config, self.causal) for _ in range(config.layers))
         # pre-norm leaves the residual stream unnormalised; post-norm blocks already end in a norm
@@ -250,15 +254,14 @@ class Decoder(Transformer):
                 "Transformer encoder-decoder (Vaswani et al. 2017) for seq2seq tasks",
                 train_cost="O(L^2) attention (parallel over L)",
                 decode_cost="O(L) per token (KV cache)")
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(Seq2SeqBackbone):
     """An Encoder over the source; DecoderBlocks over the target that cross-attend to it."""
 
-    seq2seq = True
-    causal = True  # over the target: step() decodes it token by token
+    family = "attention"
+    references = {"sdpa": "manual"}
 
     def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.encoder = Encoder(config)
         self.pos = Positions(config)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))

@@ -164,14 +164,9 @@ class TokenHead(nn.Module):
         return self.proj(h)
 
 
-def backbone_width(backbone: nn.Module) -> int:
-    """d_model of a backbone: its `d_model` attribute or its config's."""
-    width = getattr(backbone, "d_model", None) or getattr(getattr(backbone, "config", None),
-                                                          "d_model", None)
-    if width is None:
-        raise ValueError(f"cannot tell the width of {type(backbone).__name__}: "
-                         "pass d_model to task.wrap()")
-    return int(width)
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper, or the model itself."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # --- metric sums: (total, count) pairs that add up over batches ------------------------------
@@ -220,17 +215,16 @@ class Task:
     def wrap(self, backbone: nn.Module, d_model: int | None = None) -> nn.Module:
         """The trainable model: this task's embedding and head around `backbone`."""
         self.check_backbone(backbone)
-        d = d_model or backbone_width(backbone)
-        causal = bool(getattr(backbone, "causal", False))
-        return SequenceModel(self.make_embedding(d), backbone, self.make_head(d, causal))
+        d = d_model or backbone.d_model
+        return SequenceModel(self.make_embedding(d), backbone, self.make_head(d, backbone.causal))
 
     def check_backbone(self, backbone: nn.Module) -> None:
         """ConfigError if this task cannot use the backbone (a bidirectional model for an LM)."""
         kind = type(backbone).__name__
-        if getattr(backbone, "seq2seq", False):
+        if backbone.seq2seq:
             raise ConfigError(f"{kind} is an encoder-decoder; task {self.name!r} needs a model "
                               "mapping (B, L, D) -> (B, L, D) (only 'dates' takes one)")
-        if self.needs_causal and not getattr(backbone, "causal", False):
+        if self.needs_causal and not backbone.causal:
             raise ConfigError(f"task {self.name!r} predicts each next token and needs a causal "
                               f"model; {kind} is bidirectional (use a causal variant)")
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks.base import (Batch, GeneratedConfig, GeneratedTask, SequenceModel, TokenHead,
-                                 backbone_width, register_task, token_sums)
+                                 register_task, token_sums, unwrapped)
 
 # B batch (n when generating), L length (seq_len), T answer length, D model width, V vocabulary
 
@@ -145,11 +145,11 @@ class Dates(GeneratedTask):
                                       "answer_at": answer_at})
 
     def wrap(self, backbone: nn.Module, d_model: int | None = None) -> nn.Module:
-        d = d_model or backbone_width(backbone)
+        d = d_model or backbone.d_model
         embedding, head = nn.Embedding(len(VOCAB), d), TokenHead(d, len(VOCAB))
-        if getattr(backbone, "seq2seq", False):
+        if backbone.seq2seq:
             return EncoderDecoderModel(embedding, backbone, head)
-        if not getattr(backbone, "causal", False):
+        if not backbone.causal:
             raise ConfigError(f"task 'dates' needs an encoder-decoder or a causal model; "
                               f"{type(backbone).__name__} is bidirectional")
         return DecoderOnlyModel(embedding, backbone, head)
@@ -160,7 +160,7 @@ class Dates(GeneratedTask):
     @torch.no_grad()
     def greedy(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """(B, T) answer ids decoded greedily, one step() per character."""
-        model = getattr(model, "module", model)  # a DDP wrapper holds the model in .module
+        model = unwrapped(model)
         try:
             if isinstance(model, EncoderDecoderModel):
                 return self._greedy_encoder_decoder(model, batch)

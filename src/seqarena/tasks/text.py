@@ -27,7 +27,7 @@ from torch import nn
 
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks.base import (Batch, Task, TaskConfig, TokenHead, register_task, split_rng,
-                                 token_sums)
+                                 token_sums, unwrapped)
 
 # B batch, L length, D model width, V vocabulary
 
@@ -164,7 +164,7 @@ class TextLM(Task):
         per character: the prompt is read once into the state (hidden state or KV cache)."""
         if temperature < 0:
             raise UserError(f"temperature must be >= 0, got {temperature}")
-        model = getattr(model, "module", model)  # a DDP wrapper holds the model in .module
+        model = unwrapped(model)
         backbone, device = model.backbone, next(model.parameters()).device
         ids = self.encode(prompt or ("\n" if "\n" in self.stoi else self.config.vocab[0]))
         was_training = model.training
