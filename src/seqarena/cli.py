@@ -423,7 +423,7 @@ def tasks(names: tuple[str, ...], as_json: bool):
 @click.option("--dtype", help="Comma-separated of float32, bfloat16, float16 (default: float32).")
 @click.option("--peers", is_flag=False, flag_value="all",
               help="Also time other implementations (torch-transformer, torch-lstm, torch-gru, "
-                   "x-transformers, mingru-pytorch, mambapy, manual-attention): comma-separated "
+                   "x-transformers, x-transformers-default, mingru-pytorch, mambapy, manual-attention): comma-separated "
                    "names, or no value for all.")
 @click.option("--quick", is_flag=True, help="Every model at three short lengths, small shapes.")
 @click.option("--time-budget", type=float,
@@ -433,9 +433,13 @@ def tasks(names: tuple[str, ...], as_json: bool):
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Directory for bench.json and bench.csv (default: runs/bench-<date>-<time>).")
+@click.option("--baseline", type=click.Path(dir_okay=False),
+              help="An earlier bench.json: print each point as a ratio to its figure there, with "
+                   "an interval, flagging moves outside the noise.")
+@click.option("--rounds", type=int, help="Rounds per point, contenders interleaved (default: 3).")
 @keep_denormals_option
 def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device, dtype, peers,
-          quick, time_budget, min_run_time, as_json, out):
+          quick, time_budget, min_run_time, as_json, out, baseline, rounds):
     """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers.
 
     On a machine whose cores are all busy already, OpenMP threads wait passively instead of
@@ -455,14 +459,15 @@ def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device,
         d_models=parse_list("--d-model", d_model, int), layers=parse_list("--layers", layers, int),
         modes=parse_list("--modes", modes), threads=parse_list("--threads", threads, int),
         devices=parse_list("--device", device), dtypes=parse_list("--dtype", dtype),
-        peers=parse_list("--peers", peers), time_budget_s=time_budget, min_run_time_s=min_run_time)
+        peers=parse_list("--peers", peers), time_budget_s=time_budget, min_run_time_s=min_run_time,
+        rounds=rounds)
 
     def progress(r):
         speed = f"{r.tokens_per_s:,.0f} tok/s" if r.tokens_per_s else r.status
         click.echo(f"  {r.model} ({r.impl}) {r.mode} L={r.seq_len} B={r.batch} "
                    f"{r.device}/{r.threads}t: {speed}", err=True)
 
-    run = run_bench(config, out, on_result=progress)
+    run = run_bench(config, out, on_result=progress, baseline=baseline)
     if as_json:
         echo_json(run.doc)
     else:

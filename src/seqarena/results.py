@@ -99,6 +99,10 @@ class BenchResult:
     peak_mem_bytes: int | None
     status: str = "ok"  # "ok", "oom", "timeout", "error", "unsupported"
     extra: dict[str, Any] = field(default_factory=dict)  # spread, params, state bytes, position ...
+    round_s: list[float] = field(default_factory=list)  # each round's median seconds, in order
+    bytes_moved: float | None = None  # bytes the step's ops read and write (seqarena.flops)
+    mbu: float | None = None  # bytes/s over the measured memory bandwidth (the second roof)
+    intensity: float | None = None  # arithmetic intensity: FLOPs per byte moved
 
 
 RESULT_TYPES = {"train": RunResult, "compare": RunResult, "bench": BenchResult}
