@@ -14,6 +14,8 @@ of architecture, not of capacity.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -41,6 +43,17 @@ DEFAULT_TRAIN = TrainConfig(task="adding", steps=600, budget_seconds=40.0, batch
                             keep_checkpoints=1, threads=1)
 UNBOUNDED_STEPS = 10**9  # the steps of a run that only a time budget ends
 TOLERANCE = 0.10  # parameter counts must land within 10 % of the target
+
+
+def run_dir_name(model: str, seq_len: int, seed: int) -> str:
+    """<model>-L<seq_len>-s<seed> as a plain directory name for any model name: a plug-in's
+    `package.module:factory` becomes `package.module+factory` plus a short hash of the name
+    (whenever a character had to change), so two models never share a directory."""
+    safe = re.sub(r"[^\w.+=-]", "+", model)
+    if safe != model:
+        safe = ("" if re.match(r"\w", safe) else "plugin") + safe + "." + \
+            hashlib.sha1(model.encode()).hexdigest()[:6]
+    return f"{safe}-L{seq_len}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -210,7 +223,7 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None)
     for i, (L, s, seed) in enumerate(runs, 1):
         run_cfg = dataclasses.replace(cfg.train, model=s.model, seq_len=L, seed=seed,
                                       d_model=s.d_model, model_args=s.model_args, out=str(out),
-                                      name=f"{s.model}-L{L}-s{seed}")
+                                      name=run_dir_name(s.model, L, seed))
         result = _train_one(run_cfg)
         results.append(result)
         metric = "-" if result.metric is None else f"{result.metric:.4g}"
