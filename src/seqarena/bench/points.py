@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from seqarena.bench.timer import Timing, num_threads, time_call, time_steps
+from seqarena.bench.timer import Timing, num_threads, time_call, time_round, time_steps
 from seqarena.errors import UserError
 from seqarena.flops import count_bytes, count_flops, total_flops, training_flops
 from seqarena.memory import PeakMemory
@@ -148,8 +148,7 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def time_round(self, min_run_time: float) -> Timing:
-        return time_call(self.fn, self.device, self.threads, min_run_time=min_run_time,
-                         min_runs=1, warmup=0)
+        return time_round(self.fn, self.device, self.threads, min_run_time)
 
 
 def release_freed_memory(device: torch.device) -> None:
