@@ -72,8 +72,6 @@ def run(suite, models, seeds, out: Path, threads: int) -> None:
                             out=str(out / f"{entry.task}-L{entry.seq_len}"), train=train)
         print(f"== {entry.label}, {entry.layers} layer(s), {entry.steps} steps", flush=True)
         outcome = compare(cfg, echo=lambda line: print(line, flush=True))
-        for r in outcome.results:
-            r.extra["solved"] = is_solved(entry, r.metric, r.higher_is_better)
         results += outcome.results
         for row in outcome.rows:
             solved = is_solved(entry, row["metric"], row["higher_is_better"])

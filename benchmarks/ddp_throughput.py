@@ -31,7 +31,8 @@ from seqarena.distributed import cores  # noqa: E402
 from seqarena.results import (BenchResult, RunResult, machine_info, machine_label,  # noqa: E402
                               write_results)
 from seqarena.table import format_table  # noqa: E402
-from seqarena.train import TrainConfig, train, train_processes  # noqa: E402
+from seqarena.config import TrainConfig  # noqa: E402
+from seqarena.train import train, train_processes  # noqa: E402
 
 
 def run(cfg: TrainConfig, nproc: int) -> RunResult:

@@ -95,6 +95,7 @@ TRAIN_POINTS = [("transformer-enc", 1024), ("torch-encoder-layer", 1024), ("x-tr
                 ("torch-gru", 1024), ("mingru", 4096), ("mingru-pytorch", 4096),
                 ("mingru-sequential", 4096)]
 DECODE_MODELS = ["lstm", "gru", "mingru", "transformer"]
+FAMILIES: dict[str, str] = {}  # contender name -> its backbone's family, as results state it
 DECODE_POSITIONS = (64, 4096)
 
 
@@ -103,6 +104,7 @@ def build(key: str) -> Workload:
     c = CONTENDERS[key]
     workload = Workload(c.make())
     refusal = check_paths(workload, CPU, torch.float32)
+    FAMILIES[c.name] = workload.module.family
     if refusal:
         sys.exit(f"targets: {c.name} is not timed: {refusal}")
     return workload
@@ -281,11 +283,12 @@ def main() -> None:
         results = [BenchResult(CONTENDERS[k].name, CONTENDERS[k].impl, "train", L, B, D, LAYERS,
                                args.threads, "cpu", "float32", B * L / statistics.median(times),
                                statistics.median(times), m.flops[(k, L)], m.mfu((k, L))[0], None,
-                               round_s=times)
+                               family=FAMILIES[CONTENDERS[k].name], round_s=times)
                    for (k, L), times in m.train.items()]
         results += [BenchResult(name, "seqarena", "decode", p, B, D, LAYERS, args.threads, "cpu",
                                 "float32", B / statistics.median(times), statistics.median(times),
-                                None, None, None, extra={"position": p}, round_s=times)
+                                None, None, None, family=FAMILIES[CONTENDERS[name].name],
+                                extra={"position": p}, round_s=times)
                     for (name, p), times in m.decode.items()]
         write_results(f"{args.out}/targets.json", "bench", results, machine=machine,
                       peak_flops={key: max(paths.values())}, peak_paths={key: paths},

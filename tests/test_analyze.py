@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from seqarena.analyze import (GradientConfig, attention_maps, gradient_flow,
-                              input_gradient_norms, load_run)
+                              input_gradient_norms)
+from seqarena.config import TrainConfig
 from seqarena.errors import ConfigError, UserError
+from seqarena.inference import load_run
 from seqarena.report import write_report
-from seqarena.train import TrainConfig, build, train
+from seqarena.results import SCHEMA_VERSION
+from seqarena.train import build, train
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +57,7 @@ def test_gradient_flow_writes_every_model_and_condition_and_the_report_shows_it(
                          d_model=8)
     path = gradient_flow(cfg, tmp_path / "g")
     doc = json.loads(path.read_text())
-    assert doc["kind"] == "gradients" and doc["schema_version"] == 1 and doc["machine"]["cpu"]
+    assert doc["kind"] == "gradients" and doc["schema_version"] == SCHEMA_VERSION and doc["machine"]["cpu"]
     assert doc["command"][:3] == ["seqarena", "analyze", "gradients"]
     conditions = [(r["model"], r["condition"]) for r in doc["results"]]
     assert conditions == [(m, c) for m in ("rnn", "transformer") for c in (
@@ -62,7 +65,7 @@ def test_gradient_flow_writes_every_model_and_condition_and_the_report_shows_it(
     for r in doc["results"]:
         assert r["distance"] == list(range(9, -1, -1)) and len(r["grad_norm"]) == 10
         assert r["status"] == "ok"
-        assert ("train" in r) == r["trained"]
+        assert bool(r["train"]) == r["trained"]
     # training moved the weights, so the measured gradients changed
     rnn = [r["grad_norm"] for r in doc["results"] if r["model"] == "rnn"]
     assert rnn[0] != rnn[1]
@@ -85,9 +88,9 @@ def test_attention_maps_are_causal_probability_rows_per_layer_and_head(tmp_path)
     run = train(tiny("transformer", tmp_path, layers=2)).run_dir
     doc = json.loads(attention_maps(run, max_positions=8).read_text())
     assert doc["kind"] == "attention" and doc["model"] == "transformer" and doc["hidden"] == []
-    assert sorted((m["layer"], m["head"]) for m in doc["attention"]) == [
+    assert sorted((m["layer"], m["head"]) for m in doc["results"]) == [
         (0, 0), (0, 1), (1, 0), (1, 1)]
-    for m in doc["attention"]:
+    for m in doc["results"]:
         w = np.array(m["weights"])
         assert w.shape == (8, 8)
         np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-4)  # each query's weights sum to 1
@@ -100,10 +103,11 @@ def test_recurrent_run_gets_its_hidden_state_and_pca_matches_sklearn(tmp_path):
 
     outcome = train(tiny("lstm", tmp_path))
     doc = json.loads(attention_maps(outcome.run_dir, tmp_path / "a", sample=3).read_text())
-    assert doc["attention"] == [] and len(doc["hidden"]) == 1
+    assert doc["results"] == [] and len(doc["hidden"]) == 1
     states = np.array(doc["hidden"][0]["states"])
     # reference: the trained backbone run directly on held-out example 3
-    _, task, model, _ = load_run(outcome.run_dir)
+    run = load_run(outcome.run_dir)
+    task, model = run.task, run.model
     batch = next(iter(task.batches("test", 64))).select(slice(3, 4))
     with torch.no_grad():
         want = model.backbone(model.embedding(batch.x))[0].double().numpy()  # (L, D)

@@ -10,10 +10,10 @@ from torch import nn
 from seqarena.compare import (CompareConfig, closest, compare, compare_config_from, count,
                               size_models, table_rows)
 from seqarena.errors import ConfigError, UserError
-from seqarena.models import MODELS, ModelConfig, register_model
+from seqarena.models import MODELS, Backbone, ModelConfig, register_model
 from seqarena.results import read_results
 from seqarena.tasks import make_task
-from seqarena.train import TrainConfig
+from seqarena.config import TrainConfig
 from test_train import toy_config  # noqa: F401  (registers toy-mean and toy-gru)
 
 
@@ -23,14 +23,14 @@ class ToyFFConfig(ModelConfig):
     d_ff: int = 64  # hidden width of the position-wise MLP
 
 
-class ToyFF(nn.Module):
+class ToyFF(Backbone):
     """A causal stand-in for a Transformer: a running mean, then a position-wise MLP."""
 
+    family = "attention"
     causal = True
 
     def __init__(self, config):
-        super().__init__()
-        self.d_model = config.d_model
+        super().__init__(config)
         self.ff = nn.Sequential(nn.Linear(config.d_model, config.d_ff), nn.GELU(),
                                 nn.Linear(config.d_ff, config.d_model))
 

@@ -12,8 +12,8 @@ import torch
 from seqarena.errors import UserError
 from seqarena.models import MODELS, Backbone, Seq2SeqBackbone, StepNotSupported, build_model
 
-BUILT_IN = [name for name in MODELS if ":" not in name]
-FAMILIES = {"recurrent", "scan", "attention", "linear-attention", "keras"}
+BUILT_IN = [name for name in MODELS if MODELS.get(name).build.__module__.startswith("seqarena.")]
+FAMILIES = {"recurrent", "scan", "attention", "linear-attention"}
 
 
 def build(name: str, **fields) -> Backbone:

@@ -34,7 +34,8 @@ from seqarena.errors import UserError
 from seqarena.results import read_results
 from seqarena.tasks import TASKS, Batch, Task, TaskConfig, register_task
 from seqarena.tasks.base import PoolHead
-from seqarena.train import TrainConfig, build, train
+from seqarena.config import TrainConfig
+from seqarena.train import build, train
 
 torch.set_num_threads(1)
 TIMEOUT_S = 60  # deadline of one multi-process run in these tests
@@ -206,8 +207,8 @@ def test_two_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path, model,
         assert l1 == pytest.approx(l2, rel=1e-5) and g1 == pytest.approx(g2, rel=1e-5)
         assert g1 > 0.05  # so clipping (at 0.05) acted on every step
     summary = read_results(tmp_path / "two" / "summary.json")["results"][0]
-    assert summary.extra["world_size"] == 2 and r0.extra["world_size"] == 2
-    assert summary.extra["threads"] == max(1, distributed.cores() // 2)
+    assert summary.world_size == 2 and r0.world_size == 2
+    assert summary.threads == max(1, distributed.cores() // 2)
     assert [r["step"] for r in read_metrics(tmp_path / "two")] == [1, 2, 3, 4, 5, 6, 6]
 
 
@@ -330,5 +331,5 @@ def test_train_nproc_2_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "over 2 processes" in done.stdout and done.stderr == ""
     summary = read_results(tmp_path / "run" / "summary.json")["results"][0]
-    assert summary.extra["world_size"] == 2 and summary.steps == 3
+    assert summary.world_size == 2 and summary.steps == 3
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3, 3]  # rank 0 alone writes

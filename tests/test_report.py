@@ -10,8 +10,8 @@ from test_report_fixtures import (MACHINE, MODELS, run_result, write_bench, writ
 from seqarena.errors import UserError
 from seqarena.report import collect, write_report
 from seqarena.report.speed import bench_crossovers, roofline_chart
-from seqarena.report.style import ATTENTION, RECURRENT, Palette, family
-from seqarena.results import BenchResult, write_results
+from seqarena.report.style import FAMILY_COLOURS, Palette
+from seqarena.results import write_results
 
 
 def report(paths, tmp_path, name="report.html"):
@@ -107,7 +107,7 @@ def test_the_report_marks_the_crossovers_the_bench_wrote_without_finding_its_own
 
 def test_the_roofline_chart_draws_both_roofs_from_the_bench_file(tmp_path):
     bench = collect([write_bench(tmp_path / "b")]).benches[0]
-    chart = roofline_chart([bench], Palette(["lstm", "transformer"]))
+    chart = roofline_chart([bench], Palette({"lstm": "recurrent", "transformer": "attention"}))
     assert chart is not None and chart.slug == "roofline"
     roof = chart.fig.axes[0].lines[0]
     x, y = roof.get_xdata(), roof.get_ydata()
@@ -115,25 +115,28 @@ def test_the_roofline_chart_draws_both_roofs_from_the_bench_file(tmp_path):
     assert y[0] == pytest.approx(2e10 * x[0])  # the slope: bandwidth x intensity
 
 
-def test_colours_keep_recurrent_in_blues_and_attention_in_oranges():
-    colour = Palette(["transformer", "lstm", "rnn", "mingru", "gru", "transformer-ed"])
-    assert [family(m) for m in ("rnn", "lstm", "gru", "mingru", "rnn-ed")] == ["recurrent"] * 5
-    assert family("transformer") == family("transformer-ed") == "attention"
-    assert {colour(m) for m in ("rnn", "lstm", "gru", "mingru")} <= set(RECURRENT)
-    assert {colour(m) for m in ("transformer", "transformer-ed")} <= set(ATTENTION)
-    assert len({colour(m) for m in ("rnn", "lstm", "gru", "mingru")}) == 4
-    assert Palette(["lstm"])("lstm") == colour("lstm")  # the same colour in every report
+def test_colours_come_from_each_model_s_family_as_its_results_state_it():
+    families = {"transformer": "attention", "lstm": "recurrent", "rnn": "recurrent",
+                "mingru": "scan", "gru": "recurrent", "transformer-ed": "attention",
+                "my-new-thing": "linear-attention", "plug": "plugin"}
+    colour = Palette(families)
+    assert {colour(m) for m in ("rnn", "lstm", "gru")} <= set(FAMILY_COLOURS["recurrent"])
+    assert colour("mingru") in FAMILY_COLOURS["scan"]
+    assert {colour(m) for m in ("transformer", "transformer-ed")} <= set(FAMILY_COLOURS["attention"])
+    assert colour("my-new-thing") in FAMILY_COLOURS["linear-attention"]
+    assert len({colour(m) for m in families}) == len(families)
+    assert Palette({"lstm": "recurrent"})("lstm") == colour("lstm")  # the same in every report
+    # the name does not decide: a "gru" that says it is attention is drawn as attention
+    assert Palette({"gru": "attention"})("gru") in FAMILY_COLOURS["attention"]
+    assert sorted(families, key=colour.order)[:3] == ["rnn", "lstm", "gru"]
 
 
-def test_crashed_run_shows_its_logged_steps_and_says_what_was_skipped(tmp_path):
-    write_run(tmp_path / "crashed", "lstm", 64, summary=False, truncate=True)
+def test_crashed_run_shows_what_it_logged_and_says_so(tmp_path):
+    write_run(tmp_path / "crashed", "lstm", 64, crashed_at=47)
     html, lines = report([tmp_path / "crashed"], tmp_path)
-    assert len(lines) == 2
-    assert "metrics.jsonl" in lines[0] and "line 60" in lines[0] and "kept 59" in lines[0]
-    assert "no summary.json" in lines[1]
+    assert len(lines) == 1 and "did not finish" in lines[0] and "40 records" in lines[0]
     assert 'id="fig-curves_adding_L64"' in html
-    assert "stopped</span>" in html
-    assert "line 60" in html[html.index('id="skipped"'):]
+    assert "running</span>" in html
 
 
 def test_newer_schema_and_empty_dir_are_skipped_beside_valid_runs(tmp_path):
@@ -171,34 +174,29 @@ def test_cli_writes_the_report_and_lists_skips_on_stderr(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "r.html").is_file()
     assert [ln for ln in r.stderr.splitlines() if ln] == [
-        f"seqarena report: skipped {tmp_path / 'runs' / 'b'}: no summary.json (the run stopped "
-        "before it finished); showing the 60 steps it logged"]
+        f"seqarena report: skipped {tmp_path / 'runs' / 'b'}: no summary.json: the run stopped "
+        "before its first evaluation"]
 
 
-def test_compare_runs_are_found_by_run_dir_relative_to_where_compare_ran(tmp_path):
-    # compare writes extra["run_dir"] as the path it used (e.g. runs/cmp/lstm-L32-s0) and the
-    # directory may have moved since: the run is found by its name inside the compare dir.
+def test_a_compare_summary_alone_draws_its_curves(tmp_path):
+    # the summary holds every run's history: no run directory (nor metrics.jsonl) is read
     cmp = tmp_path / "moved"
-    write_run(cmp / "lstm-L32-s0", "lstm", 32)
     write_results(cmp / "summary.json", "compare",
-                  [run_result("lstm", 32, run_dir="runs/cmp/lstm-L32-s0")], machine=MACHINE,
-                  command=["seqarena", "compare"], held_equal={"task": "adding", "steps": 60})
+                  [run_result(m, 32, run_dir=f"runs/cmp/{m}-L32-s0") for m in ("lstm", "gru")],
+                  machine=MACHINE, command=["seqarena", "compare"],
+                  held_equal={"task": "adding", "steps": 60})
     found = collect([cmp])
-    assert len(found.runs) == 1 and found.skipped == []
-    assert found.runs[0].run_dir == cmp / "lstm-L32-s0"
-    assert len(found.runs[0].metrics) == 60
+    assert len(found.runs) == 2 and found.skipped == []
+    assert all(len(r.metrics) == 60 for r in found.runs)
     assert found.held_equal == ["task adding; steps 60"]
+    html, _ = report([cmp], tmp_path)
+    assert 'id="fig-curves_adding_L32"' in html
 
 
-def test_compare_runs_without_run_dir_are_matched_by_their_config(tmp_path):
-    cmp = tmp_path / "cmp"
-    for m in ("rnn", "gru"):
-        write_run(cmp / f"anything-{m}", m, 32)
-    write_results(cmp / "summary.json", "compare", [run_result("rnn", 32), run_result("gru", 32)],
-                  machine=MACHINE, command=["seqarena", "compare"])
+def test_a_run_in_a_compare_dir_is_shown_once_with_the_compare_s_command(tmp_path):
+    cmp = write_compare(tmp_path / "cmp", models=["rnn", "gru"], lengths=[32])
     found = collect([cmp])
-    assert sorted((r.model, r.run_dir.name) for r in found.runs) == [
-        ("gru", "anything-gru"), ("rnn", "anything-rnn")]
+    assert sorted(r.model for r in found.runs) == ["gru", "rnn"]
     assert all(r.source.kind == "compare" for r in found.runs)
 
 
@@ -214,13 +212,11 @@ def test_bench_results_are_read_with_the_bench_own_crossover_lines(tmp_path):
 
 def test_analyses_are_picked_up_from_inside_run_dirs(tmp_path):
     run = write_run(tmp_path / "r", "lstm", 8)
-    doc = {"schema_version": 1, "kind": "attention", "machine": MACHINE,
-           "command": ["seqarena", "analyze", "attention", str(run)], "model": "lstm",
-           "task": "adding", "seq_len": 8, "run": "r", "attention": [],
-           "hidden": [{"layer": 0, "states": [[0.1 * t, -0.2 * t] for t in range(8)],
-                       "pca": [[t, 0.0] for t in range(8)], "explained": [1.0, 0.0]}]}
-    (run / "analysis").mkdir()
-    (run / "analysis" / "attention.json").write_text(json.dumps(doc))
+    hidden = [{"layer": 0, "states": [[0.1 * t, -0.2 * t] for t in range(8)],
+               "pca": [[t, 0.0] for t in range(8)], "explained": [1.0, 0.0]}]
+    write_results(run / "analysis" / "attention.json", "attention", [], machine=MACHINE,
+                  command=["seqarena", "analyze", "attention", str(run)], model="lstm",
+                  family="recurrent", task="adding", seq_len=8, run="r", hidden=hidden)
     html, lines = report([run], tmp_path)
     assert lines == []
     assert 'id="fig-attention_lstm_r"' in html

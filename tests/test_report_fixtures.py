@@ -1,6 +1,6 @@
 """Results laid out as train, compare and bench write them, for the report's tests (no tests
-here): runs/<name>/{config.json, metrics.jsonl, summary.json}, a compare dir of such runs with
-its own summary.json, and a bench dir with bench.json."""
+here): runs/<name>/{metrics.jsonl, summary.json}, a compare dir of such runs with its own
+summary.json, and a bench dir with bench.json."""
 
 from __future__ import annotations
 
@@ -18,41 +18,49 @@ LENGTHS = [32, 128]
 STEPS = 60
 
 
-def run_result(model: str, seq_len: int, seed: int = 0, run_dir: str | None = None) -> RunResult:
+FAMILIES = {"rnn": "recurrent", "lstm": "recurrent", "gru": "recurrent", "mingru": "scan",
+            "transformer": "attention"}
+
+
+def history(model: str, steps: int = STEPS) -> list[dict]:
+    """The records a run logs: every step, with the validation metric every 10 steps."""
+    i, rows = MODELS.index(model), []
+    for step in range(1, steps + 1):
+        loss = 0.2 * math.exp(-step / (15 + 5 * i)) + 0.01 + 0.002 * (step % 3)
+        row = {"step": step, "loss": loss, "lr": 1e-3, "grad_norm": 1.0 / step,
+               "tokens_per_s": 50_000.0, "train_s": step * 0.04, "wall_s": step * 0.05}
+        if step % 10 == 0:
+            row["val_mse"] = 0.2 * math.exp(-step / (20 + 5 * i)) + 0.01
+        rows.append(row)
+    return rows
+
+
+def run_result(model: str, seq_len: int, seed: int = 0, run_dir: str = "", steps: int = STEPS,
+               status: str = "ok") -> RunResult:
     i = MODELS.index(model)
-    extra = {"baselines": {"predict_one_mse": 1 / 6}}
-    if run_dir:
-        extra["run_dir"] = run_dir
     return RunResult(model=model, task="adding", seq_len=seq_len, params=10_000 + 137 * i,
                      metric_name="mse",
                      metric=round(0.01 + 0.03 * i + seq_len / 4000 + 0.002 * seed, 6),
                      higher_is_better=False, train_tokens_per_s=50_000.0 + 1_000 * i,
-                     peak_mem_bytes=(12 + i) * 2**20, wall_s=3.5 + i, steps=STEPS, seed=seed,
-                     extra=extra)
+                     peak_mem_bytes=(12 + i) * 2**20, wall_s=3.5 + i, steps=steps, seed=seed,
+                     status=status, family=FAMILIES[model],
+                     baselines={"predict_one_mse": 1 / 6}, run_dir=run_dir,
+                     history=history(model, steps))
 
 
 def write_run(d: Path, model: str, seq_len: int, seed: int = 0, summary: bool = True,
-              truncate: bool = False) -> Path:
-    """A train run directory: config.json, metrics.jsonl and (unless it crashed) summary.json."""
+              crashed_at: int = 0) -> Path:
+    """A train run directory: metrics.jsonl and summary.json. A run that crashed at step N has
+    the summary of its last evaluation (status "running"); with summary=False it crashed before
+    its first."""
     d.mkdir(parents=True, exist_ok=True)
-    config = {"model": model, "task": "adding", "seq_len": seq_len, "steps": STEPS, "seed": seed,
-              "lr": 1e-3}
-    (d / "config.json").write_text(json.dumps(config))
-    i = MODELS.index(model)
-    lines = []
-    for step in range(1, STEPS + 1):
-        loss = 0.2 * math.exp(-step / (15 + 5 * i)) + 0.01 + 0.002 * (step % 3)
-        row = {"step": step, "loss": loss, "lr": 1e-3, "grad_norm": 1.0 / step,
-               "tokens_per_s": 50_000.0, "wall_s": step * 0.05}
-        if step % 10 == 0:
-            row["val_mse"] = 0.2 * math.exp(-step / (20 + 5 * i)) + 0.01
-        lines.append(json.dumps(row))
-    text = "\n".join(lines) + "\n"
-    if truncate:
-        text = text[: len(text) - 25]  # the process died while writing the last line
-    (d / "metrics.jsonl").write_text(text)
+    steps = crashed_at or STEPS
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history(model, steps)))
     if summary:
-        write_results(d / "summary.json", "train", [run_result(model, seq_len, seed)],
+        last_eval = steps - steps % 10 if crashed_at else steps
+        write_results(d / "summary.json", "train",
+                      [run_result(model, seq_len, seed, run_dir=str(d), steps=last_eval,
+                                  status="running" if crashed_at else "ok")],
                       command=["seqarena", "train", "--model", model, "--seq-len", str(seq_len)],
                       machine=MACHINE)
     return d
@@ -90,18 +98,19 @@ def bench_rows() -> list[BenchResult]:
                     latency_s=None if oom else 16 * L / (tps * f), flops=1e9,
                     mfu=None if oom else 0.1 + 0.05 * i, peak_mem_bytes=None if oom else mem,
                     status="oom" if oom else "ok", bytes_moved=1e9 / (2 + i) / (L / 64),
-                    intensity=None if oom else (2 + i) * (L / 64)))
+                    intensity=None if oom else (2 + i) * (L / 64), family=FAMILIES[m]))
         for pos in (64, 256, 1024, 4096):
             lat = 2e-4 * (1 + pos / 512) if attention else 2e-4
             state = 16 * 128 * 4 * (pos * 2 if attention else 1)  # KV cache grows, h_t does not
             rows.append(BenchResult(model=m, impl="seqarena", mode="decode", seq_len=pos, **common,
                                     tokens_per_s=16 / lat, latency_s=lat, flops=None, mfu=None,
                                     peak_mem_bytes=None,
+                                    family=FAMILIES[m],
                                     extra={"position": pos, "state_bytes": state}))
     for L in (64, 256, 1024, 4096):
         rows.append(BenchResult(model="lstm", impl="torch.nn", mode="train", seq_len=L, **common,
                                 tokens_per_s=2.4e5, latency_s=16 * L / 2.4e5, flops=1e9, mfu=0.2,
-                                peak_mem_bytes=L * 2**12))
+                                peak_mem_bytes=L * 2**12, family="recurrent"))
     return rows
 
 

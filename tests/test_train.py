@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from seqarena.errors import ConfigError, UserError
-from seqarena.models import MODELS, ModelConfig, register_model
+from seqarena.models import MODELS, Backbone, ModelConfig, register_model
 from seqarena.results import read_results
 from seqarena.tasks import TASKS, Batch, Task, TaskConfig, register_task
-from seqarena.train import TrainConfig, config_from, lr_factor, read_toml, train
+from seqarena.config import TrainConfig, config_from, read_toml
+from seqarena.train import lr_factor, train
 
 torch.set_num_threads(1)
 
@@ -93,12 +94,12 @@ class ToyGRUConfig(ModelConfig):
     bias: bool = True  # biases in the GRU (an extra field for --model-arg)
 
 
-class ToyGRU(nn.Module):
+class ToyGRU(Backbone):
+    family = "recurrent"
     causal = True
 
     def __init__(self, config):
-        super().__init__()
-        self.d_model = config.d_model
+        super().__init__(config)
         self.gru = nn.GRU(config.d_model, config.d_model, config.layers, batch_first=True,
                           bias=config.bias, dropout=config.dropout if config.layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
@@ -308,7 +309,7 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp
     assert out.result.steps == 10  # evaluations at steps 6, 8, 10 did not beat step 4's 0.4
     assert out.message == "early stopping: no better validation mse in 3 evaluations"
     assert out.result.status == "ok"
-    assert out.result.extra["best_val"] == 0.4
+    assert out.result.best_val == 0.4
     assert out.result.metric == 0.1  # the final test evaluation still runs
 
 
@@ -361,3 +362,23 @@ def test_every_rng_is_seeded(tmp_path):
     train(toy_config(tmp_path, steps=1, seed=5, name="r2"))
     b = (random.random(), np.random.rand(), torch.rand(1).item())
     assert a == b
+
+
+def test_a_run_that_dies_leaves_a_summary_of_its_last_evaluation(tmp_path, monkeypatch):
+    real_loss = ToyMean.loss
+
+    def dies_at_step_25(self, pred, batch):
+        if torch.is_grad_enabled() and self.train_losses == 24:
+            raise KeyboardInterrupt  # the process is stopped mid-run
+        return real_loss(self, pred, batch)
+
+    monkeypatch.setattr(ToyMean, "loss", dies_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_config(tmp_path, steps=40))
+    doc = read_results(tmp_path / "toy" / "summary.json")
+    (r,) = doc["results"]
+    assert r.status == "running" and r.steps == 20 and r.metric is None
+    logged = read_metrics(tmp_path / "toy")
+    assert r.history == [row for row in logged if row["step"] <= 20]
+    assert [row["step"] for row in r.history if "val_mse" in row] == [10, 20]
+    assert all(row["train_s"] > 0 for row in r.history)

@@ -135,7 +135,7 @@ def test_generate_samples_from_a_trained_text_model(capsys, tmp_path):
     assert sample.startswith("ab") and len(sample) == 9
     assert set(sample) <= set("abc\n")
     status, _, err = cli(capsys, "generate", tmp_path / "nothing", "--prompt", "x")
-    assert_one_line_error(status, err, "not a run directory")
+    assert_one_line_error(status, err, "no such run directory")
 
 
 def test_generate_refuses_a_task_that_is_not_text(capsys, tmp_path):

@@ -13,16 +13,14 @@ sample, recorded from the manual attention path (seqarena.models.attention.recor
 For a recurrent model, the hidden state h_t on the same sample: the path of h_t through its first
 two principal components, and every unit over time.
 
-Both write a small JSON next to their chart; the report picks both up:
-
-    {"schema_version": 1, "kind": "gradients" | "attention", "machine": {...},
-     "command": [...], <settings>, "results" | "attention" | "hidden": [...]}
+Both write a results file (seqarena.results: kind "gradients" with GradientResult rows, kind
+"attention" with AttentionMap rows and the hidden-state paths beside them) and its chart; the
+report reads the same file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tempfile
 from dataclasses import dataclass
@@ -33,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from seqarena.config import check_fields
 from seqarena.errors import ConfigError, UserError
-from seqarena.fileio import atomic_write_json
-from seqarena.results import SCHEMA_VERSION, machine_info
+from seqarena.results import AttentionMap, GradientResult, write_results
 
 # B batch, L length, D model width, H heads, S key length
 
@@ -59,11 +57,8 @@ class GradientConfig:
     threads: int = 1  # CPU threads; models this small gain nothing from more, lose on a busy CPU
 
     def __post_init__(self):
-        for name in ("seq_len", "steps", "batch_size", "d_model", "layers", "threads"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.clip > 0):
-            raise ConfigError(f"lr and clip must be positive, got lr={self.lr}, clip={self.clip}")
+        check_fields(self, positive={"seq_len", "steps", "batch_size", "d_model", "layers",
+                                     "threads", "lr", "clip"})
         if not self.models:
             raise ConfigError("models: name at least one model")
 
@@ -94,7 +89,8 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
     """Measure every model under each condition; write gradients.json and return its path."""
     from seqarena.models import MODELS
     from seqarena.tasks import make_task
-    from seqarena.train import TrainConfig, build, train
+    from seqarena.config import TrainConfig
+    from seqarena.train import build, train
 
     for name in cfg.models:
         MODELS.get(name)  # an unknown name fails here, before any training
@@ -119,30 +115,27 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
                                         log_every=1, checkpoint_every=0, keep_checkpoints=1,
                                         out=runs, name=f"{name}-clip{clip}", device="cpu",
                                         threads=cfg.threads)
-                row: dict[str, Any] = {"model": name, "condition": condition,
-                                       "trained": clip is not None, "clip": clip or None}
+                status, stopped, trace = "ok", "", {}
                 if clip is None:
                     task_, model = build(train_cfg)
-                    row["status"] = "ok"
                 else:
                     outcome = train(train_cfg)
                     task_, model = outcome.task, outcome.model
-                    row["status"] = outcome.result.status
-                    row["stopped"] = outcome.message
-                    row["train"] = _training_trace(outcome.run_dir / "metrics.jsonl")
+                    status, stopped = outcome.result.status, outcome.message
+                    trace = _training_trace(outcome.result.history)
                 norms = input_gradient_norms(model, task_, probe)
-                row["distance"] = distance
-                row["grad_norm"] = [float(v) if math.isfinite(v) else None for v in norms]
-                results.append(row)
-    doc = {"schema_version": SCHEMA_VERSION, "kind": "gradients", "machine": machine_info(),
-           "command": command if command is not None else _gradients_command(cfg, out),
-           **{k: list(v) if isinstance(v, tuple) else v
-              for k, v in dataclasses.asdict(cfg).items()},
-           "results": results}
-    out = Path(out)
-    atomic_write_json(out / "gradients.json", doc)
-    _write_chart(out, "gradients", doc)
-    return out / "gradients.json"
+                results.append(GradientResult(
+                    model=name, condition=condition, trained=clip is not None, clip=clip or None,
+                    status=status, distance=distance, stopped=stopped, train=trace,
+                    grad_norm=[float(v) if math.isfinite(v) else None for v in norms],
+                    family=model.backbone.family))
+    path = Path(out) / "gradients.json"
+    write_results(path, "gradients", results,
+                  command=command if command is not None else _gradients_command(cfg, out),
+                  **{k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(cfg).items()})
+    _write_chart(path)
+    return path
 
 
 def _gradients_command(cfg: GradientConfig, out: str | Path) -> list[str]:
@@ -154,11 +147,10 @@ def _gradients_command(cfg: GradientConfig, out: str | Path) -> list[str]:
     return ["seqarena", "analyze", "gradients", *flags, "--out", str(out)]
 
 
-def _training_trace(path: Path) -> dict[str, list]:
+def _training_trace(history: list[dict[str, Any]]) -> dict[str, list]:
     """Step, loss and pre-clipping gradient norm of every logged step of a run."""
     trace = {"step": [], "loss": [], "grad_norm": []}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+    for row in history:
         if "loss" in row:
             for k in trace:
                 v = row.get(k)
@@ -168,43 +160,23 @@ def _training_trace(path: Path) -> dict[str, list]:
 
 # --- attention maps and hidden states -------------------------------------------------------
 
-def load_run(run_dir: str | Path):
-    """(config, task, wrapped model with its newest checkpoint's weights) of a run directory."""
-    from seqarena import checkpoint
-    from seqarena.train import build, read_run_config
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    cfg = read_run_config(run_dir)
-    ckpt = checkpoint.latest(run_dir / "checkpoints")
-    if ckpt is None:
-        raise UserError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}; "
-                        "train the run to its end (or to a --checkpoint-every step) first")
-    task, model = build(cfg)
-    checkpoint.load_weights(model, ckpt.weights)
-    model.eval()
-    return cfg, task, model, ckpt.step
-
-
 def attention_maps(run_dir: str | Path, out: str | Path | None = None, sample: int = 0,
                    max_positions: int = 96, command: list[str] | None = None) -> Path:
     """Write attention.json (+ chart) for one held-out sample of a trained run; return its path."""
     from seqarena.models.attention import record_attention
 
     run_dir = Path(run_dir)
-    cfg, task, model, step = load_run(run_dir)
+    from seqarena.inference import load_run
+
+    run = load_run(run_dir)
+    cfg, task, model, step = run.cfg, run.task, run.model, run.step
     split = "test" if "test" in task.splits else "val"
     batch = _nth_example(task, split, sample)
-    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": "attention",
-                           "machine": machine_info(),
-                           "command": command if command is not None else [
-                               "seqarena", "analyze", "attention", str(run_dir), "--sample",
-                               str(sample), "--max-positions", str(max_positions),
-                               *(["--out", str(out)] if out is not None else [])],
-                           "run": run_dir.name, "run_dir": str(run_dir), "model": cfg.model,
-                           "task": cfg.task, "seq_len": cfg.seq_len, "step": step,
-                           "split": split, "sample": sample, "attention": [], "hidden": []}
+    command = command if command is not None else [
+        "seqarena", "analyze", "attention", str(run_dir), "--sample", str(sample),
+        "--max-positions", str(max_positions), *(["--out", str(out)] if out is not None else [])]
+    maps: list[AttentionMap] = []
+    hidden: list[dict[str, Any]] = []
     states = {}
 
     def keep(module, inputs, output):
@@ -212,27 +184,28 @@ def attention_maps(run_dir: str | Path, out: str | Path | None = None, sample: i
 
     handle = model.backbone.register_forward_hook(keep)
     try:
-        with torch.no_grad(), record_attention(model) as maps:
+        with torch.no_grad(), record_attention(model) as recorded_maps:
             model(batch)
     finally:
         handle.remove()
     P = max_positions
-    for layer, (name, recorded) in enumerate((k, v) for k, v in maps.items() if v):
+    for layer, (name, recorded) in enumerate((k, v) for k, v in recorded_maps.items() if v):
         weights = recorded[0][0]  # (H, L, S) of the one example
         for head in range(weights.shape[0]):
-            doc["attention"].append({"layer": layer, "head": head, "name": name,
-                                     "weights": _rounded(weights[head, :P, :P])})
+            maps.append(AttentionMap(layer, head, name, _rounded(weights[head, :P, :P])))
     h = states.get("h")
-    if not doc["attention"] and isinstance(h, torch.Tensor) and h.dim() == 3:
-        doc["hidden"].append(_trajectory(h[0, :P].double().numpy(), layer=cfg.layers - 1))
-    if not doc["attention"] and not doc["hidden"]:
+    if not maps and isinstance(h, torch.Tensor) and h.dim() == 3:
+        hidden.append(_trajectory(h[0, :P].double().numpy(), layer=cfg.layers - 1))
+    if not maps and not hidden:
         raise UserError(f"{run_dir}: model {cfg.model!r} exposes neither attention weights nor a "
                         "(B, L, D) hidden state to analyse")
-    doc["positions_shown"] = min(P, cfg.seq_len)
-    out = Path(out) if out is not None else run_dir / "analysis"
-    atomic_write_json(out / "attention.json", doc)
-    _write_chart(out, "attention", doc)
-    return out / "attention.json"
+    path = (Path(out) if out is not None else run_dir / "analysis") / "attention.json"
+    write_results(path, "attention", maps, command=command, run=run_dir.name,
+                  run_dir=str(run_dir), model=cfg.model, family=model.backbone.family,
+                  task=cfg.task, seq_len=cfg.seq_len, step=step, split=split, sample=sample,
+                  hidden=hidden, positions_shown=min(P, cfg.seq_len))
+    _write_chart(path)
+    return path
 
 
 def _nth_example(task, split: str, n: int):
@@ -261,23 +234,19 @@ def _rounded(a) -> list:
     return np.vectorize(lambda v: float(f"{v:.5g}"))(a).tolist() if a.size else a.tolist()
 
 
-def _write_chart(out: Path, kind: str, doc: dict[str, Any]) -> None:
-    """The analysis' charts as PNG and SVG beside its JSON."""
+def _write_chart(path: Path) -> None:
+    """The analysis' charts as PNG and SVG beside its JSON, drawn as the report draws them."""
     import matplotlib
 
     from seqarena.fileio import atomic_write
-    from seqarena.report.collect import Source
-    from seqarena.report.plots import attention_chart, gradient_charts
+    from seqarena.report.collect import collect
+    from seqarena.report.plots import analysis_charts
     from seqarena.report.style import STYLE, Palette
 
-    models = [r["model"] for r in doc.get("results", [])] + [doc.get("model", "")]
-    source = Source(out / f"{kind}.json", kind, doc["machine"], doc["command"])
-    colour = Palette(m for m in models if m)
+    inputs = collect([path])
     with matplotlib.rc_context(STYLE):
-        charts = gradient_charts(doc, source, colour) if kind == "gradients" \
-            else [attention_chart(doc, source, colour)]
-        for chart in charts:
-            name = chart.slug if kind == "gradients" else kind  # one attention chart per run
+        for chart in analysis_charts(inputs.analyses[0], Palette.of(inputs)):
+            name = chart.slug if path.stem == "gradients" else path.stem  # one map chart per run
             for fmt in ("png", "svg"):
-                atomic_write(out / f"{name}.{fmt}",
+                atomic_write(path.parent / f"{name}.{fmt}",
                              lambda tmp: chart.fig.savefig(tmp, format=fmt, facecolor="white"))

@@ -82,8 +82,8 @@ def models(d_model: int, layers: int, as_json: bool):
         return
     from seqarena.table import format_table
 
-    click.echo(format_table(rows, ["name", "params", "causal", "train_cost", "decode_cost",
-                                   "summary"]))
+    click.echo(format_table(rows, ["name", "family", "params", "causal", "train_cost",
+                                   "decode_cost", "summary"]))
 
 
 # --- explain --------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class _WithDefaults(click.Command):
 def _train_defaults() -> dict:
     import dataclasses
 
-    from seqarena.train import TrainConfig
+    from seqarena.config import TrainConfig
 
     return {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if v not in ({}, "")}
 
@@ -264,7 +264,7 @@ def _compare_defaults() -> dict:
 
 def _flag_layer(given: dict) -> dict:
     """The options a user gave, as TrainConfig fields (data flags and --*-arg into *_args)."""
-    from seqarena.train import parse_assignments
+    from seqarena.config import parse_assignments
 
     given = dict(given)
     task_args = parse_assignments(given.pop("task_arg", ()), "--task-arg")
@@ -301,7 +301,8 @@ def _flag_layer(given: dict) -> dict:
 def train(config_file, resume, nproc, **given):
     """Train one model on one task into runs/<name>/."""
     from seqarena import distributed, runtime
-    from seqarena.train import resolve_config, train as run_training, train_processes
+    from seqarena.config import resolve_config
+    from seqarena.train import train as run_training, train_processes
 
     runtime.setup()
     try:
@@ -317,15 +318,15 @@ def train(config_file, resume, nproc, **given):
     if distributed.env_rank() > 0:
         return
     if r.status == "nan":
-        raise UserError(r.extra["stopped"])
+        raise UserError(r.stopped)
     metric = "-" if r.metric is None else f"{r.metric:.4g}"
-    world = r.extra["world_size"]
+    world = r.world_size
     click.echo(f"{r.model} on {r.task} (L={r.seq_len}, {r.params:,} parameters): "
-               f"{r.extra['split']} {r.metric_name} {metric} after {r.steps} steps, "
+               f"{r.split} {r.metric_name} {metric} after {r.steps} steps, "
                f"{r.train_tokens_per_s:,.0f} train tokens/s"
                f"{f' over {world} processes' if world > 1 else ''}, {r.wall_s:.1f} s")
-    if r.extra["stopped"]:
-        click.echo(r.extra["stopped"])
+    if r.stopped:
+        click.echo(r.stopped)
     click.echo(f"wrote {cfg.run_dir}")
 
 
@@ -351,7 +352,7 @@ def compare(config_file, models, seq_lens, seeds, **given):
     from seqarena import runtime
     from seqarena.compare import compare as run_compare, compare_config_from, table_rows
     from seqarena.table import format_table
-    from seqarena.train import read_toml
+    from seqarena.config import read_toml
 
     runtime.setup()
     lists = {"models": _csv(models, str, "--models"), "seq_lens": _csv(seq_lens, int, "--seq-lens"),
@@ -381,7 +382,7 @@ def compare(config_file, models, seq_lens, seeds, **given):
 @click.option("--device", default="cpu", show_default=True)
 def generate(run_dir, prompt, max_new_tokens, temperature, seed, device):
     """Sample text from a trained run (its config.json and newest checkpoint)."""
-    from seqarena.train import generate as sample
+    from seqarena.inference import generate as sample
 
     click.echo(sample(run_dir, prompt, max_new_tokens, temperature, seed, device))
 
@@ -502,33 +503,42 @@ def analyze():
     runtime.setup()
 
 
+def _gradient_option(name: str, help_text: str, kind: type | None = None):
+    """An option of `analyze gradients` whose shown default is GradientConfig's."""
+    from seqarena.analyze import GradientConfig
+    from seqarena.config import default
+
+    value = default(GradientConfig, name)
+    shown = ",".join(value) if isinstance(value, tuple) else value
+    return click.option(f"--{name.replace('_', '-')}", type=kind, help=f"{help_text} [default: {shown}]")
+
+
 @analyze.command()
-@click.option("--models", default=",".join(("rnn", "lstm", "gru", "mingru", "transformer")),
-              show_default=True, help="Comma-separated model names.")
-@click.option("--task", default="adding", show_default=True,
-              help="A task with one output per sequence.")
-@click.option("--seq-len", type=int, default=128, show_default=True, help="Sequence length L.")
-@click.option("--steps", type=int, default=200, show_default=True,
-              help="Training steps before the 'trained' measurement.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--d-model", type=int, default=32, show_default=True)
-@click.option("--layers", type=int, default=1, show_default=True)
-@click.option("--lr", type=float, default=1e-2, show_default=True)
-@click.option("--clip", type=float, default=1.0, show_default=True,
-              help="Gradient-norm threshold of the clipped run.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file of settings; flags given here override its values.")
+@_gradient_option("models", "Comma-separated model names.")
+@_gradient_option("task", "A task with one output per sequence.")
+@_gradient_option("seq_len", "Sequence length L.", int)
+@_gradient_option("steps", "Training steps before the 'trained' measurement.", int)
+@_gradient_option("batch_size", "Sequences per step.", int)
+@_gradient_option("d_model", "Model width D.", int)
+@_gradient_option("layers", "Stacked layers.", int)
+@_gradient_option("lr", "Peak learning rate.", float)
+@_gradient_option("clip", "Gradient-norm threshold of the clipped run.", float)
+@_gradient_option("seed", "Seed of weights, data and the measured batch.", int)
+@_gradient_option("threads", "CPU threads.", int)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/gradients",
               show_default=True, help="Directory for gradients.json and its charts.")
-def gradients(models, task, seq_len, steps, batch_size, d_model, layers, lr, clip, seed, threads,
-              out):
+def gradients(config_file, out, **given):
     """‖d loss / d x_t‖ against distance from the output: vanishing and exploding gradients."""
     from seqarena.analyze import GradientConfig, gradient_flow
+    from seqarena.config import layered, read_toml
 
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
-    cfg = GradientConfig(models=names, task=task, seq_len=seq_len, steps=steps,
-                         batch_size=batch_size, d_model=d_model, layers=layers, lr=lr, clip=clip,
-                         seed=seed, threads=threads)
+    flags = {k: v for k, v in given.items() if v is not None}
+    if "models" in flags:
+        flags["models"] = _csv(flags["models"], str, "--models")
+    cfg = layered(GradientConfig, read_toml(config_file) if config_file else {}, flags,
+                  where=config_file or "flags")
     path = gradient_flow(cfg, out, progress=lambda line: click.echo(f"  {line}", err=True))
     click.echo(f"wrote {path} and its charts (seqarena report {out} shows them)")
 

@@ -28,7 +28,8 @@ from seqarena.errors import ConfigError, UserError
 from seqarena.report import write_report
 from seqarena.results import RunResult, write_results
 from seqarena.tasks import make_task
-from seqarena.train import TrainConfig, config_from, resolve_device, set_threads, train
+from seqarena.config import TrainConfig, config_from
+from seqarena.train import resolve_device, set_threads, train
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
 # The default budget: 600 steps, or 40 s of training if a run gets there first. On 2 CPU cores
@@ -251,7 +252,7 @@ def _train_one(cfg: TrainConfig) -> RunResult:
     return RunResult(model=cfg.model, task=cfg.task, seq_len=cfg.seq_len, params=0,
                      metric_name="", metric=None, higher_is_better=True, train_tokens_per_s=0.0,
                      peak_mem_bytes=0, wall_s=0.0, steps=0, seed=cfg.seed, status=status,
-                     extra={"run_dir": str(cfg.run_dir)})
+                     run_dir=str(cfg.run_dir))
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -279,7 +280,7 @@ def aggregate(results: list[RunResult]) -> list[dict[str, Any]]:
             "wall_s": statistics.fmean(r.wall_s for r in rs),
             "steps": statistics.median(r.steps for r in rs),
             "status": ",".join(sorted({r.status for r in rs})),
-            "baselines": rs[0].extra.get("baselines", {})})
+            "baselines": rs[0].baselines})
     return rows
 
 

@@ -22,7 +22,7 @@ from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json
 from seqarena.runtime import float_settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: RunResult's extra dict became named fields; analyses use this schema
 
 
 def cpu_model() -> str:
@@ -60,7 +60,7 @@ def machine_label(machine: dict[str, Any]) -> str:
 
 @dataclass
 class RunResult:
-    """One trained model on one task at one length and seed."""
+    """One trained model on one task at one length and seed: everything a consumer reads."""
 
     model: str
     task: str
@@ -74,8 +74,24 @@ class RunResult:
     wall_s: float
     steps: int
     seed: int
-    status: str = "ok"  # "ok", "nan" (stopped on a non-finite loss), "oom", "timeout", "error"
-    extra: dict[str, Any] = field(default_factory=dict)  # other metrics, baselines, world size, run dir
+    status: str = "ok"  # "ok", "running" (written mid-run), "nan", "oom", "timeout", "error"
+    family: str = ""  # the backbone's family ("recurrent", "scan", "attention", ...)
+    split: str = "test"  # the held-out split `metric` was measured on
+    metrics: dict = field(default_factory=dict)  # every final metric, "<split>_<name>" -> value
+    best_val: float | None = None  # best validation metric seen during training
+    baselines: dict = field(default_factory=dict)  # trivial predictors' metric, name -> value
+    train_s: float = 0.0  # seconds inside training steps: no evaluation, no saving
+    stopped: str = ""  # why the run stopped before its budget; "" when it did not
+    device: str = ""  # "cpu", "cuda:0", ...
+    threads: int = 0  # CPU threads per process
+    world_size: int = 1  # data-parallel processes
+    d_model: int = 0  # the width the model was built at (after parameter matching)
+    layers: int = 0
+    model_args: dict = field(default_factory=dict)  # other model config fields set for the run
+    task_version: int = 1  # the task's version: results of another version are not comparable
+    run_dir: str = ""  # where the run's checkpoints and logs are
+    history: list = field(default_factory=list)  # every logged record: step, loss, lr, train_s,
+    #                                             wall_s, tokens_per_s, val_<metric> when evaluated
 
 
 @dataclass
@@ -98,6 +114,7 @@ class BenchResult:
     mfu: float | None
     peak_mem_bytes: int | None
     status: str = "ok"  # "ok", "oom", "timeout", "error", "unsupported"
+    family: str = ""  # the family of the model timed ("recurrent", "attention", ...)
     extra: dict[str, Any] = field(default_factory=dict)  # spread, params, state bytes, position ...
     round_s: list[float] = field(default_factory=list)  # each round's median seconds, in order
     bytes_moved: float | None = None  # bytes the step's ops read and write (seqarena.flops)
@@ -105,7 +122,34 @@ class BenchResult:
     intensity: float | None = None  # arithmetic intensity: FLOPs per byte moved
 
 
-RESULT_TYPES = {"train": RunResult, "compare": RunResult, "bench": BenchResult}
+@dataclass
+class GradientResult:
+    """One model under one condition of `seqarena analyze gradients`."""
+
+    model: str
+    condition: str  # "at initialisation", "trained, no clipping", "trained, clipped at 1"
+    trained: bool
+    clip: float | None  # the clipping threshold of a clipped run
+    status: str  # the training run's status ("ok" at initialisation)
+    distance: list  # positions between x_t and the output, one per t
+    grad_norm: list  # ||d loss / d x_t|| per t; None where it was not finite
+    stopped: str = ""  # why training stopped early
+    train: dict = field(default_factory=dict)  # step, loss, grad_norm of every logged step
+    family: str = ""
+
+
+@dataclass
+class AttentionMap:
+    """The softmax weights of one layer and head on one example."""
+
+    layer: int
+    head: int
+    name: str  # the module the weights came from
+    weights: list  # (queries, keys) nested lists
+
+
+RESULT_TYPES = {"train": RunResult, "compare": RunResult, "bench": BenchResult,
+                "gradients": GradientResult, "attention": AttentionMap}
 
 
 def write_results(path: str | os.PathLike, kind: str, results: list, command: list[str] | None = None,
@@ -141,8 +185,13 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     if cls is None:
         raise UserError(f"{path}: unknown results kind {doc.get('kind')!r}")
     names = {f.name for f in dataclasses.fields(cls)}
+    rows = doc["results"] if isinstance(doc["results"], list) else None
+    if rows is None or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path}: malformed results (a list of objects expected)")
+    if doc["schema_version"] < 2 and cls is RunResult:  # version 1 kept these fields in `extra`
+        rows = [{**(r.get("extra") or {}), **r} for r in rows]
     try:
-        doc["results"] = [cls(**{k: v for k, v in r.items() if k in names}) for r in doc["results"]]
+        doc["results"] = [cls(**{k: v for k, v in r.items() if k in names}) for r in rows]
     except TypeError as e:
         raise UserError(f"{path}: malformed result ({e})") from None
     return doc

@@ -30,12 +30,10 @@ import ctypes
 import dataclasses
 import json
 import math
-import os
 import random
-import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -45,181 +43,11 @@ import torch
 from torch import nn
 
 from seqarena import checkpoint, distributed, runtime
-from seqarena.errors import ConfigError, UserError
+from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json, atomic_write_text
+from seqarena.config import RESUMABLE_CHANGES, TrainConfig, normalized
 from seqarena.memory import PeakMemory
 from seqarena.results import RunResult, write_results
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on; CLI flags and TOML files set the same fields."""
-
-    model: str = "lstm"  # registered model name (`seqarena models`)
-    task: str = "adding"  # registered task name (`seqarena tasks`)
-    seq_len: int = 64  # input length L the model sees
-    steps: int = 1000  # optimizer steps; the lr schedule spans them
-    batch_size: int = 32  # sequences per step (per process under data parallelism)
-    d_model: int = 64  # model width D
-    layers: int = 1  # stacked recurrent layers or Transformer blocks
-    lr: float = 1e-3  # peak learning rate of AdamW
-    weight_decay: float = 0.01  # AdamW's decoupled decay, on matrices only (not biases, norms)
-    warmup: float = 0.02  # fraction of the run over which the lr rises linearly from ~0
-    min_lr: float = 0.1  # the cosine decays the lr to this fraction of lr at the end
-    clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
-    dropout: float = 0.0  # dropout inside the model; 0 keeps the run bitwise reproducible
-    seed: int = 0  # seeds python, numpy, torch: the data, the initial weights and dropout
-    eval_every: int = 100  # evaluate on the validation split every N steps; 0: only at the end
-    log_every: int = 10  # write a line to metrics.jsonl every N steps
-    checkpoint_every: int = 500  # save a checkpoint every N steps; 0: only at the end
-    keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
-    patience: int = 0  # early stopping after N evaluations without improvement; 0: off
-    out: str = "runs"  # parent directory of run directories
-    name: str = ""  # run directory name; "" -> "<model>-<task>-L<seq_len>-s<seed>"
-    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available)
-    threads: int = 0  # CPU threads torch may use; 0: one per core available to this process
-    budget_seconds: float = 0.0  # stop after this much training time, the lr decaying over it
-    model_args: dict = field(default_factory=dict)  # other fields of the model's config
-    task_args: dict = field(default_factory=dict)  # other fields of the task's config
-    tensorboard: bool = False  # also write TensorBoard event files into the run directory
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first field that cannot work."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            want = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}[f.type]
-            if not isinstance(value, want) or (f.type in ("int", "float") and isinstance(value, bool)):
-                raise ConfigError(f"{f.name} must be of type {f.type}, got {value!r}")
-            if f.name in _POSITIVE and value <= 0:
-                raise ConfigError(f"{f.name} must be positive, got {value}")
-            if f.type in ("int", "float") and f.name not in _POSITIVE and value < 0:
-                raise ConfigError(f"{f.name} must not be negative, got {value}")
-        if not self.model or not self.task:
-            raise ConfigError("model and task must be named")
-        for frac in ("warmup", "min_lr"):
-            if getattr(self, frac) > 1:
-                raise ConfigError(f"{frac} is a fraction in [0, 1], got {getattr(self, frac)}")
-        if self.warmup == 1:
-            raise ConfigError("warmup must be below 1 (a fraction of the run), got 1")
-        if self.dropout >= 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.name and not re.fullmatch(r"[\w][\w.+=-]*", self.name):
-            raise ConfigError(f"name must be a plain directory name (letters, digits, - _ . + =), "
-                              f"got {self.name!r}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        for args, owned in (("model_args", _MODEL_FIELDS), ("task_args", _TASK_FIELDS)):
-            clash = sorted(set(getattr(self, args)) & owned)
-            if clash:
-                raise ConfigError(f"{args} may not set {clash[0]!r}: it is a training field "
-                                  f"(--{clash[0].replace('_', '-')})")
-
-    @property
-    def run_name(self) -> str:
-        return self.name or f"{self.model}-{self.task}-L{self.seq_len}-s{self.seed}"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out) / self.run_name
-
-
-_POSITIVE = {"seq_len", "steps", "batch_size", "d_model", "layers", "lr", "log_every",
-             "keep_checkpoints"}
-_MODEL_FIELDS = {"d_model", "layers", "dropout"}  # set through TrainConfig, not model_args
-_TASK_FIELDS = {"seq_len", "seed"}  # set through TrainConfig, not task_args
-# Fields that change nothing about the trajectory: a resumed run may differ in these.
-RESUMABLE_CHANGES = {"out", "name", "device", "threads", "tensorboard", "eval_every", "log_every",
-                     "checkpoint_every", "keep_checkpoints"}
-
-
-# --- configs from TOML files, run directories and flags ----------------------------------------
-
-def config_from(*layers: dict[str, Any], where: str = "config") -> TrainConfig:
-    """A TrainConfig from dicts applied in order (later wins; model_args/task_args merge by key)."""
-    merged: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for layer in layers:
-        unknown = sorted(set(layer) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: "
-                              f"{', '.join(sorted(known))}")
-        for key, value in layer.items():
-            if key in ("model_args", "task_args") and isinstance(value, dict):
-                value = {**merged.get(key, {}), **value}
-            merged[key] = value
-    return TrainConfig(**merged)
-
-
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is a one-line UserError."""
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read config file ({e})") from None
-
-
-def read_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The TrainConfig a run directory was trained with (its config.json)."""
-    path = Path(run_dir) / "config.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{run_dir}: not a run directory (no config.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: not a seqarena run config")
-    return config_from(doc, where=str(path))
-
-
-def resolve_config(toml: str | None, flags: dict[str, Any], resume: bool = False) -> TrainConfig:
-    """The config of `seqarena train`: defaults < the run's config.json (on resume) < TOML < flags."""
-    file_layer = read_toml(toml) if toml else {}
-    cfg = config_from(file_layer, flags, where=str(toml or "flags"))
-    if resume and (cfg.run_dir / "config.json").exists():
-        saved = dataclasses.asdict(read_run_config(cfg.run_dir))
-        cfg = config_from(saved, file_layer, flags, where=str(toml or "flags"))
-    return cfg
-
-
-def normalized(cfg: TrainConfig, task) -> TrainConfig:
-    """model_args and task_args as the configs hold them ("8" from a flag becomes 8), so that
-    the same settings given by a flag or by a TOML file compare equal on --resume."""
-    from seqarena.models import make_config
-
-    model_config = make_config(cfg.model, d_model=cfg.d_model, layers=cfg.layers,
-                               dropout=cfg.dropout, **cfg.model_args)
-    return dataclasses.replace(
-        cfg, model_args={k: getattr(model_config, k) for k in cfg.model_args},
-        task_args={k: getattr(task.config, k) for k in cfg.task_args})
-
-
-def parse_assignments(items: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:
-    """KEY=VALUE strings (repeatable flags) as a dict; VALUE reads as a TOML literal when it is
-    one (8, 0.5, true, "text"), else as a plain string."""
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -240,6 +68,15 @@ def build(cfg: TrainConfig):
     backbone = build_model(cfg.model, d_model=cfg.d_model, layers=cfg.layers, dropout=cfg.dropout,
                            **cfg.model_args)
     return task, task.wrap(backbone)
+
+
+def built_config(cfg: TrainConfig, task) -> TrainConfig:
+    """cfg with model_args and task_args as the built model and task hold them."""
+    from seqarena.models import make_config
+
+    model_config = make_config(cfg.model, d_model=cfg.d_model, layers=cfg.layers,
+                               dropout=cfg.dropout, **cfg.model_args)
+    return normalized(cfg, model_config, task.config)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -309,7 +146,7 @@ class Trainer:
         self.device = ranks.place(resolve_device(cfg.device))
         self.threads = set_threads(cfg.threads, ranks)
         self.task, self.model = build(cfg)
-        self.cfg = cfg = normalized(cfg, self.task)
+        self.cfg = cfg = built_config(cfg, self.task)
         self.model.to(self.device)
         self.forward = ranks.wrap(self.model)  # what training calls: DDP around the model, or it
         if self.world > 1:  # every rank starts from the same weights, then draws its own dropout
@@ -325,6 +162,7 @@ class Trainer:
         self.wall_before = 0.0  # wall seconds of the earlier part of a resumed run
         self.best: float | None = None  # best validation metric so far
         self.bad_evals = 0  # evaluations since it last improved
+        self.history: list[dict[str, Any]] = []  # every record logged, for the results file
 
     # A checkpoint holds everything above, the optimizer and every RNG state of every rank.
     def training_state(self) -> dict[str, Any]:
@@ -395,6 +233,7 @@ class Trainer:
     def log(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
+        self.history.append(record)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -410,6 +249,7 @@ class Trainer:
             lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.exists() else []
             kept = [ln for ln in lines if _line_step(ln) is not None and _line_step(ln) <= self.step]
             atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
+            self.history = [json.loads(ln) for ln in kept]
         elif metrics.exists() or checkpoint.latest(self.ckpt_dir) is not None:
             raise UserError(f"{self.run_dir} already holds a run; add --resume to continue it, "
                             f"or choose another --name or --out")
@@ -485,15 +325,18 @@ class Trainer:
                 record = {"step": self.step, "loss": loss_value, "lr": lr,
                           "grad_norm": grad_norm.item(),
                           "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
-                          "wall_s": self.wall_s()}
+                          "train_s": self.train_s, "wall_s": self.wall_s()}
                 since = (self.step, self.train_s)
                 bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
-            stop = False
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
-                record = {"step": self.step, **record, **self.evaluate("val")}
+            stop, evaluated = False, bool(cfg.eval_every) and self.step % cfg.eval_every == 0
+            if evaluated:
+                record = {"step": self.step, "train_s": self.train_s, **record,
+                          **self.evaluate("val")}
                 stop = self.early_stop(record)
             if record:
                 self.log(record)
+            if evaluated and self.main:  # what a crash would leave for the report
+                self.write_summary(self.result("running", "", {}, 0))
             if stop:
                 return "ok", f"early stopping: no better validation {self.task.metric_name} " \
                              f"in {cfg.patience} evaluations"
@@ -543,24 +386,35 @@ class Trainer:
             stopped += (f"; the last good checkpoint is step {last.step} in {self.ckpt_dir}"
                         if last else "; no checkpoint was saved before it") + \
                 (" (try a lower --lr)" if cfg.clip else " (try a lower --lr, or --clip 1)")
+        result = self.result(status, stopped, final, peak_mem)
+        if self.main:
+            self.write_summary(result)
+        return TrainOutcome(result, self.model, task, self.run_dir, stopped)
+
+    def result(self, status: str, stopped: str, final: dict[str, float],
+               peak_mem: int) -> RunResult:
+        """The RunResult of the run so far ("running" while it trains)."""
         from seqarena.models import count_params
 
-        result = RunResult(
+        cfg, task = self.cfg, self.task
+        split = "test" if "test" in task.splits else "val"
+        return RunResult(
             model=cfg.model, task=cfg.task, seq_len=cfg.seq_len,
             params=count_params(self.model), metric_name=task.metric_name,
             metric=final.get(f"{split}_{task.metric_name}"),
             higher_is_better=task.higher_is_better,
             train_tokens_per_s=self.timed_tokens / self.timed_s if self.timed_s else 0.0,
             peak_mem_bytes=int(peak_mem), wall_s=self.wall_s(), steps=self.step,
-            seed=cfg.seed, status=status,
-            extra={"split": split, "metrics": final, "best_val": self.best,
-                   "baselines": task.baselines(), "train_s": self.train_s, "stopped": stopped,
-                   "device": str(self.device), "threads": self.threads, "world_size": self.world,
-                   "d_model": cfg.d_model, "layers": cfg.layers, "model_args": cfg.model_args,
-                   "task_version": task.version, "run_dir": str(self.run_dir)})
-        if self.main:
-            write_results(self.run_dir / "summary.json", "train", [result])
-        return TrainOutcome(result, self.model, task, self.run_dir, stopped)
+            seed=cfg.seed, status=status, family=self.model.backbone.family, split=split,
+            metrics=final, best_val=self.best, baselines=task.baselines(), train_s=self.train_s,
+            stopped=stopped, device=str(self.device), threads=self.threads,
+            world_size=self.world, d_model=cfg.d_model, layers=cfg.layers,
+            model_args=cfg.model_args, task_version=task.version, run_dir=str(self.run_dir),
+            history=list(self.history))
+
+    def write_summary(self, result: RunResult) -> None:
+        """summary.json: the final result, or the one so far, so a crashed run still shows."""
+        write_results(self.run_dir / "summary.json", "train", [result])
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
@@ -606,27 +460,3 @@ def _progress_bar(cfg: TrainConfig, start: int, show: bool):
     total = None if cfg.budget_seconds else cfg.steps  # a time budget ends runs, not steps
     return tqdm(total=total, initial=start, desc=cfg.run_name, leave=False,
                 disable=not (show and sys.stdout.isatty()), dynamic_ncols=True)
-
-
-def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
-    """(config, task, model) of a run directory, the model holding its newest checkpoint."""
-    cfg = read_run_config(run_dir)
-    ckpt = checkpoint.latest(Path(run_dir) / "checkpoints")
-    if ckpt is None:
-        raise UserError(f"{run_dir}: no checkpoint to load; train the run first")
-    task, model = build(cfg)
-    model.to(resolve_device(device))
-    checkpoint.load_weights(model, ckpt.weights)
-    return cfg, task, model.eval()
-
-
-def generate(run_dir: str | os.PathLike, prompt: str, max_new_tokens: int = 200,
-             temperature: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
-    """Sample a continuation of `prompt` from a trained run (recurrent state or KV cache)."""
-    cfg, task, model = load_run(run_dir, device)
-    if not hasattr(task, "generate"):
-        raise UserError(f"task {cfg.task!r} does not generate text; generate samples from runs "
-                        f"of a language-model task such as text-lm")
-    with torch.no_grad():
-        return task.generate(model, prompt, max_new_tokens, temperature, seed)
-

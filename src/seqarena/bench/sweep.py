@@ -302,7 +302,7 @@ class Sweep:
         for c in contenders:
             r = BenchResult(model=c.entry.model, impl=c.entry.impl, mode=mode, seq_len=seq_len,
                             tokens_per_s=None, latency_s=None, flops=None, mfu=None,
-                            peak_mem_bytes=None, **coords)
+                            peak_mem_bytes=None, family=c.workload.module.family, **coords)
             results[id(c)] = r
             if c.refusal:
                 r.status, r.extra = "error", {"error": f"not timed: {c.refusal}"}

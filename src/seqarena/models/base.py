@@ -5,8 +5,8 @@ A backbone maps (B, L, D) -> (B, L, D). Tasks own the embedding before it and th
 so a backbone knows nothing of tokens, labels or losses. Like lm-evaluation-harness's `LM`, this
 class is the whole seam: code outside `models/` reads only the names declared here.
 
-    family          "recurrent", "scan", "attention", "linear-attention", "keras", "plugin", ...:
-                    the report colours and groups by it
+    family          the architecture, "recurrent", "scan", "attention", "linear-attention" (a
+                    plug-in may name its own; "plugin" by default): the report colours by it
     causal          True: output t reads inputs <= t only, so step() can decode
     seq2seq         False here; True for Seq2SeqBackbone (two inputs, one signature below)
     d_model         the width D in and out
@@ -71,10 +71,10 @@ class Backbone(nn.Module):
         if impl not in self.references:
             return None
         twin = self.rebuild(dataclasses.replace(self.config, impl=self.references[impl]))
-        twin.load_state_dict(self.state_dict())
         some = next(self.parameters(), None)
-        if some is not None:
+        if some is not None:  # before loading, so float64 weights are not rounded on the way
             twin.to(some.device, some.dtype)
+        twin.load_state_dict(self.state_dict())
         return twin.train(self.training)
 
     def uncounted_flops(self, batch: int, seq_len: int) -> float | None:

@@ -46,7 +46,7 @@ class KerasConfig(ModelConfig):
 class KerasSimpleRNN(Backbone):
     """keras.layers.SimpleRNN with `units = d_model`; step() runs its cell."""
 
-    family = "keras"
+    family = "recurrent"  # the architecture, not the library: drawn beside our recurrences
     causal = True
 
     def __init__(self, config: KerasConfig):
@@ -72,7 +72,7 @@ class KerasSimpleRNN(Backbone):
 class KerasMHA(Backbone):
     """keras.layers.MultiHeadAttention applied as self-attention; no step(): it keeps no cache."""
 
-    family = "keras"
+    family = "attention"
     causal = False
 
     def __init__(self, config: KerasConfig):

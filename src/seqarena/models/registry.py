@@ -13,7 +13,7 @@ from typing import Any, Callable
 from torch import nn
 
 from seqarena.errors import ConfigError
-from seqarena.models.base import check_contract
+from seqarena.models.base import Backbone, check_contract
 from seqarena.registry import Registry
 
 # B batch, L length, D model width
@@ -62,9 +62,15 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 def register_model(name: str, config_cls: type[ModelConfig], summary: str, train_cost: str,
                    decode_cost: str):
-    """Class or factory decorator: `@register_model("lstm", RecurrentConfig, ...)`."""
-    return MODELS.decorator(name, lambda build: ModelSpec(name, config_cls, build, summary,
-                                                          train_cost, decode_cost))
+    """Class or factory decorator: `@register_model("lstm", RecurrentConfig, ...)`. A class must
+    derive from Backbone; what a factory builds is checked at each build (build_model)."""
+    def spec(build: Callable[[ModelConfig], nn.Module]) -> ModelSpec:
+        if isinstance(build, type) and not issubclass(build, Backbone):
+            raise TypeError(f"model {name!r}: {build.__name__} must derive from "
+                            "seqarena.models.Backbone")
+        return ModelSpec(name, config_cls, build, summary, train_cost, decode_cost)
+
+    return MODELS.decorator(name, spec)
 
 
 def config_fields(name: str) -> set[str]:

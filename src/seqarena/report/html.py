@@ -25,10 +25,9 @@ from seqarena import __version__
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write, atomic_write_text
 from seqarena.report.collect import Inputs, Run, Source, collect
-from seqarena.report.plots import (attention_chart, gradient_charts, metric_vs_length,
-                                   training_curves)
+from seqarena.report.plots import analysis_charts, metric_vs_length, training_curves
 from seqarena.report.speed import bench_charts, decode_position
-from seqarena.report.style import STYLE, Chart, Palette, model_order
+from seqarena.report.style import STYLE, Chart, Palette
 from seqarena.results import BenchResult, machine_label
 
 SECTIONS = ["Training", "Accuracy", "Speed", "Memory", "Inference", "Gradient flow",
@@ -63,10 +62,7 @@ def write_report(paths: list, out: str | Path | None = None,
         if log:
             log(f"seqarena report: skipped {line}")
     figures = out.with_name(out.stem + "_figures")
-    models = [r.model for r in inputs.runs] + [r.model for b in inputs.benches for r in b.results]
-    models += [r.get("model", "") for a in inputs.analyses for r in a.get("results", [])]
-    models += [a.get("model", "") for a in inputs.analyses]
-    colour = Palette(m for m in models if m)  # one colour per model, in charts and tables alike
+    colour = Palette.of(inputs)  # one colour per model, in charts and tables alike
     with matplotlib.rc_context(STYLE):
         charts, found = _charts(inputs, colour)
         rendered = [(c, _render(c, figures)) for c in charts]
@@ -78,13 +74,8 @@ def _charts(inputs: Inputs, colour: Palette) -> tuple[list[Chart], list[dict]]:
     charts = training_curves(inputs.runs, colour) + metric_vs_length(inputs.runs, colour)
     bench, found = bench_charts(inputs.benches, colour)
     charts += bench
-    for doc in inputs.analyses:
-        source = Source(Path(doc["path"]), doc["kind"], doc.get("machine") or {},
-                        doc.get("command") or [])
-        if doc["kind"] == "gradients":
-            charts += gradient_charts(doc, source, colour)
-        else:
-            charts += [c for c in [attention_chart(doc, source, colour)] if c is not None]
+    for analysis in inputs.analyses:
+        charts += analysis_charts(analysis, colour)
     charts.sort(key=lambda c: SECTIONS.index(c.section))
     _unique_slugs(charts)
     return charts, found
@@ -170,7 +161,7 @@ def _glance(inputs: Inputs, found: list[dict]) -> str:
     items = [f"<li><b>Held equal</b>: {html.escape(h)}</li>" for h in inputs.held_equal]
     groups = defaultdict(list)
     for r in inputs.runs:
-        if r.result is not None and r.result.status == "ok" and _finite(r.result.metric):
+        if r.result.status == "ok" and _finite(r.result.metric):
             groups[(r.task, r.seq_len)].append(r.result)
     for (task, seq_len), res in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         means = defaultdict(list)
@@ -210,7 +201,7 @@ def _ratio_text(c: dict) -> str:
 
 
 def _summary_table(runs: list[Run], colour: Palette) -> str:
-    rows = sorted(runs, key=lambda r: (r.task, r.seq_len or 0, model_order(r.model), r.seed or 0))
+    rows = sorted(runs, key=lambda r: (r.task, r.seq_len or 0, colour.order(r.model), r.seed or 0))
     best = {}
     for r in rows:
         res = r.result
@@ -224,26 +215,19 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
     body = []
     for r in rows:
         res = r.result
-        if res is None:
-            last = r.metrics[-1] if r.metrics else {}
-            cells = [_model_cell(r.model, colour), _td(r.task), _num(r.seq_len), _td("–"),
-                     _td("–"), _num(last.get("tokens_per_s"), ".4g"), _td("–"),
-                     _num(last.get("wall_s"), ".1f", " s"), _num(last.get("step")), _num(r.seed),
-                     '<td><span class="status bad">stopped</span></td>']
-        else:
-            is_best = (r.task, r.seq_len) in best and res.metric == best[(r.task, r.seq_len)] \
-                and len([x for x in rows if (x.task, x.seq_len) == (r.task, r.seq_len)]) > 1
-            metric = (f'<td class="num{" best" if is_best else ""}" data-value="{res.metric}">'
-                      f'<span class="unit">{html.escape(res.metric_name)}</span> '
-                      f'{_fmt(res.metric)}</td>'
-                      if _finite(res.metric) else '<td class="num">–</td>')
-            cells = [_model_cell(r.model, colour), _td(r.task), _num(res.seq_len),
-                     _num(res.params), metric, _num(res.train_tokens_per_s, ",.0f"),
-                     _num(res.peak_mem_bytes / 2**20 if res.peak_mem_bytes else None, ",.1f",
-                          " MiB", raw=res.peak_mem_bytes),
-                     _num(res.wall_s, ".1f", " s", raw=res.wall_s), _num(res.steps), _num(res.seed),
-                     f'<td><span class="status {"ok" if res.status == "ok" else "bad"}">'
-                     f'{html.escape(res.status)}</span></td>']
+        is_best = (r.task, r.seq_len) in best and res.metric == best[(r.task, r.seq_len)] \
+            and len([x for x in rows if (x.task, x.seq_len) == (r.task, r.seq_len)]) > 1
+        metric = (f'<td class="num{" best" if is_best else ""}" data-value="{res.metric}">'
+                  f'<span class="unit">{html.escape(res.metric_name)}</span> '
+                  f'{_fmt(res.metric)}</td>'
+                  if _finite(res.metric) else '<td class="num">–</td>')
+        cells = [_model_cell(r.model, colour), _td(r.task), _num(res.seq_len),
+                 _num(res.params), metric, _num(res.train_tokens_per_s, ",.0f"),
+                 _num(res.peak_mem_bytes / 2**20 if res.peak_mem_bytes else None, ",.1f",
+                      " MiB", raw=res.peak_mem_bytes),
+                 _num(res.wall_s, ".1f", " s", raw=res.wall_s), _num(res.steps), _num(res.seed),
+                 f'<td><span class="status {"ok" if res.status == "ok" else "bad"}">'
+                 f'{html.escape(res.status)}</span></td>']
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ('<section id="summary"><h2>Summary</h2><p class="hint">One row per trained model. '
             'The best metric at each task and length is highlighted.</p>'
@@ -270,7 +254,7 @@ def _bench_tables(inputs: Inputs, colour: Palette) -> str:
             + [f"{'pos' if mode == 'decode' else 'L'} {c:,}" for c in cols]
         body = []
         for (model, impl, setting), cells in sorted(lines.items(),
-                                                    key=lambda kv: (model_order(kv[0][0]), kv[0])):
+                                                    key=lambda kv: (colour.order(kv[0][0]), kv[0])):
             tds = [_model_cell(model, colour), _td(impl)] + ([] if one_setting else [_td(setting)])
             for c in cols:
                 r = cells.get(c)

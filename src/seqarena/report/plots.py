@@ -4,27 +4,26 @@ attention maps and hidden states. Each function returns Chart objects (see style
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
-from seqarena.report.collect import Run, Source
+from seqarena.report.collect import Analysis, Run, Source
 from seqarena.report.style import (Chart, Palette, ema, figure_grid, finite, legend_below, log2_x,
-                                   log_y, model_order, slug)
+                                   log_y, slug)
 
 # --- training -------------------------------------------------------------------------------
 
-STANDARD_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_s", "wall_s", "epoch", "tokens",
-                 "split", "time", "schema_version"}
+STANDARD_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_s", "wall_s", "train_s", "epoch",
+                 "tokens", "split", "time", "schema_version"}
 
 
 def metric_key(run: Run) -> str | None:
-    """The metrics.jsonl key that holds this run's task metric."""
+    """The key of the run's logged records that holds its task metric."""
     names = {k for row in run.metrics for k, v in row.items()
              if k not in STANDARD_KEYS and finite(v)}
-    want = run.result.metric_name if run.result else None
+    want = run.result.metric_name
     for k in ([want, f"val_{want}", f"val/{want}", f"eval_{want}"] if want else []):
         if k in names:
             return k
@@ -45,9 +44,10 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
                          for r in group if keys[id(r)])
         fig, axes = figure_grid(2 if has_metric else 1)
         labelled = set()  # one legend entry per model, however many seeds
-        for r in sorted(group, key=lambda r: (model_order(r.model), r.seed or 0)):
-            style = dict(color=colour(r.model), linestyle="-" if r.result else "--")
-            label = r.model + ("" if r.result else " (stopped)")
+        for r in sorted(group, key=lambda r: (colour.order(r.model), r.seed or 0)):
+            done = r.result.status != "running"
+            style = dict(color=colour(r.model), linestyle="-" if done else "--")
+            label = r.model + ("" if done else " (stopped)")
             label = label if label not in labelled else "_" + label
             labelled.add(label)
             steps = np.array([row["step"] for row in r.metrics if finite(row.get("loss"))], float)
@@ -71,9 +71,9 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
         if all_loss and max(all_loss) / min(all_loss) > 20:
             log_y(axes[0], all_loss, lambda v, _: f"{v:.3g}")
         if has_metric:
-            name = next((r.result.metric_name for r in group if r.result), None) \
+            name = next((r.result.metric_name for r in group), None) \
                 or next(k for k in keys.values() if k)
-            better = next((r.result.higher_is_better for r in group if r.result), None)
+            better = next((r.result.higher_is_better for r in group), None)
             axes[1].set_title(f"Held-out {name}")
             axes[1].set_xlabel("step (optimizer updates)")
             axes[1].set_ylabel(name + {True: " (higher is better)", False: " (lower is better)",
@@ -93,14 +93,14 @@ def metric_vs_length(runs: list[Run], colour: Palette) -> list[Chart]:
     """Final metric against sequence length per model (mean and spread over seeds)."""
     by_task = defaultdict(list)
     for r in runs:
-        if r.result is not None and finite(r.result.metric):
+        if finite(r.result.metric):
             by_task[r.task].append(r)
     charts = []
     for task, group in sorted(by_task.items()):
         res = [r.result for r in group]
         name, better = res[0].metric_name, res[0].higher_is_better
         lengths = sorted({r.seq_len for r in res})
-        models = sorted({r.model for r in res}, key=model_order)
+        models = sorted({r.model for r in res}, key=colour.order)
         fig, (ax,) = figure_grid(1, height=3.8)
         values = defaultdict(list)
         for r in res:
@@ -123,7 +123,7 @@ def metric_vs_length(runs: list[Run], colour: Palette) -> list[Chart]:
             ax.grid(axis="y", visible=False)
         baselines = {}  # the task's baselines in this metric: keys end with its name
         for r in res:
-            for k, v in (r.extra.get("baselines") or {}).items():
+            for k, v in (r.baselines or {}).items():
                 if finite(v) and (k == name or k.endswith(f"_{name}")):
                     baselines.setdefault(k[: -len(name)].strip("_") or k, v)
         for i, (k, v) in enumerate(sorted(baselines.items())):
@@ -154,22 +154,30 @@ def metric_vs_length(runs: list[Run], colour: Palette) -> list[Chart]:
 
 # --- analyses -------------------------------------------------------------------------------
 
-def gradient_charts(doc: dict[str, Any], source: Source, colour: Palette) -> list[Chart]:
+def analysis_charts(analysis: Analysis, colour: Palette) -> list[Chart]:
+    """The charts of one `seqarena analyze` results file."""
+    if analysis.kind == "gradients":
+        return gradient_charts(analysis, colour)
+    return [c for c in [attention_chart(analysis, colour)] if c is not None]
+
+
+def gradient_charts(analysis: Analysis, colour: Palette) -> list[Chart]:
     """‖∂loss/∂x_t‖ against distance from the output, a panel per condition; and the
     gradient norm during training, with and without clipping."""
-    results = [r for r in doc.get("results", []) if r.get("grad_norm")]
-    conditions = list(dict.fromkeys(r["condition"] for r in results))
+    doc, source = analysis.doc, analysis.source
+    results = [r for r in analysis.results if r.grad_norm]
+    conditions = list(dict.fromkeys(r.condition for r in results))
     if not conditions:
         return []
     fig, axes = figure_grid(len(conditions))
     for ax, cond in zip(axes, conditions):
         notes = []
-        for r in sorted((r for r in results if r["condition"] == cond),
-                        key=lambda r: model_order(r["model"])):
-            y = np.array([v if finite(v) and v > 0 else np.nan for v in r["grad_norm"]], float)
-            ax.plot(r["distance"], y, color=colour(r["model"]), label=r["model"])
-            if r.get("status", "ok") != "ok":
-                notes.append(f"{r['model']} stopped: {r['status']}")
+        for r in sorted((r for r in results if r.condition == cond),
+                        key=lambda r: colour.order(r.model)):
+            y = np.array([v if finite(v) and v > 0 else np.nan for v in r.grad_norm], float)
+            ax.plot(r.distance, y, color=colour(r.model), label=r.model)
+            if r.status != "ok":
+                notes.append(f"{r.model} stopped: {r.status}")
         if notes:
             ax.text(0.98, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top",
                     fontsize=7.5, color="#b91c1c")
@@ -187,23 +195,23 @@ def gradient_charts(doc: dict[str, Any], source: Source, colour: Palette) -> lis
                     "batch). A line falling to the right is a vanishing gradient (it ends where "
                     "float32 underflows to zero); one climbing with distance is exploding. "
                     f"({what}.)", [source])]
-    trained = [r for r in results if r.get("train") and r["train"].get("grad_norm")]
-    runs = list(dict.fromkeys(r["condition"] for r in trained))
+    trained = [r for r in results if r.train and r.train.get("grad_norm")]
+    runs = list(dict.fromkeys(r.condition for r in trained))
     if runs:
         fig, axes = figure_grid(len(runs))
         for ax, cond in zip(axes, runs):
-            for r in sorted((r for r in trained if r["condition"] == cond),
-                            key=lambda r: model_order(r["model"])):
-                t = r["train"]
+            for r in sorted((r for r in trained if r.condition == cond),
+                            key=lambda r: colour.order(r.model)):
+                t = r.train
                 pts = [(x, v) for x, v in zip(t["step"], t["grad_norm"]) if finite(v) and v > 0]
                 if not pts:
                     continue
                 x, y = (np.array(a, float) for a in zip(*pts))
-                ax.plot(x, y, color=colour(r["model"]), alpha=0.2, linewidth=0.7)
+                ax.plot(x, y, color=colour(r.model), alpha=0.2, linewidth=0.7)
                 ax.plot(x, np.exp(ema(np.log(y), max(3, len(y) // 15))) if len(y) >= 20 else y,
-                        color=colour(r["model"]), label=r["model"])
-                if r.get("clip"):
-                    ax.axhline(r["clip"], color="#64748b", linestyle=(0, (4, 3)), linewidth=1)
+                        color=colour(r.model), label=r.model)
+                if r.clip:
+                    ax.axhline(r.clip, color="#64748b", linestyle=(0, (4, 3)), linewidth=1)
             ax.set_yscale("log")
             ax.set_title(cond)
             ax.set_xlabel("step (optimizer updates)")
@@ -221,25 +229,26 @@ def gradient_charts(doc: dict[str, Any], source: Source, colour: Palette) -> lis
     return charts
 
 
-def attention_chart(doc: dict[str, Any], source: Source, colour: Palette) -> Chart | None:
+def attention_chart(analysis: Analysis, colour: Palette) -> Chart | None:
     """Attention maps per layer and head, or the hidden-state trajectory of a recurrent model."""
+    doc, source = analysis.doc, analysis.source
     model = doc.get("model", "?")
-    maps = doc.get("attention") or []
+    maps = analysis.results
     hidden = doc.get("hidden") or []
     name = f"attention_{slug(model)}_{slug(str(doc.get('run', '')))}".rstrip("_")
     if maps:
-        layers = sorted({m["layer"] for m in maps})
-        heads = sorted({m["head"] for m in maps})
+        layers = sorted({m.layer for m in maps})
+        heads = sorted({m.head for m in maps})
         fig = Figure(figsize=(min(2.3 * len(heads) + 1.0, 12), 2.3 * len(layers) + 0.7),
                      layout="constrained")
         axes = fig.subplots(len(layers), len(heads), squeeze=False)
         image = None
         for m in maps:
-            ax = axes[layers.index(m["layer"])][heads.index(m["head"])]
+            ax = axes[layers.index(m.layer)][heads.index(m.head)]
             # gamma 0.5: weights spread over many keys are small, and would all look black
-            image = ax.imshow(np.array(m["weights"], float), cmap="magma",
+            image = ax.imshow(np.array(m.weights, float), cmap="magma",
                               norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
-            ax.set_title(f"layer {m['layer']}, head {m['head']}", fontsize=8.5)
+            ax.set_title(f"layer {m.layer}, head {m.head}", fontsize=8.5)
             ax.grid(False)
             ax.tick_params(labelsize=7)
         for ax in axes[-1]:
@@ -282,4 +291,4 @@ def attention_chart(doc: dict[str, Any], source: Source, colour: Palette) -> Cha
 
 
 def _sources(runs: list[Run]) -> list[Source]:
-    return list({id(r.source): r.source for r in runs if r.source is not None}.values())
+    return list({id(r.source): r.source for r in runs}.values())

@@ -11,8 +11,7 @@ from matplotlib.ticker import FuncFormatter
 
 from seqarena.report.collect import Bench, Source
 from seqarena.report.style import (MODES, PEER_STYLES, SETTING_FIELDS, Chart, Palette, bytes_y,
-                                   figure_grid, finite, legend_below, log2_x, log_y,
-                                   model_order, si)
+                                   figure_grid, finite, legend_below, log2_x, log_y, si)
 from seqarena.results import BenchResult
 
 # what a bench crossover record holds fixed, beside its mode (as bench/summary.py writes it)
@@ -97,7 +96,7 @@ def _bench_panels(benches: list[Bench], colour: Palette, attr: str, scale: float
     for ax, mode in zip(axes, modes):
         lines = _series([(r, s) for r, s in rows if r.mode == mode])
         for name, line in sorted(lines.items(),
-                                 key=lambda kv: (model_order(kv[1][0].model), kv[0])):
+                                 key=lambda kv: (colour.order(kv[1][0].model), kv[0])):
             line.sort(key=lambda r: r.seq_len)
             ax.plot([r.seq_len for r in line], [getattr(r, attr) * scale for r in line],
                     label=name, **_line_style(line, colour, peers))
@@ -201,7 +200,7 @@ def roofline_chart(benches: list[Bench], colour: Palette) -> Chart | None:
         grid = [lo * (hi / lo) ** (i / 64) for i in range(65)]
         ax.plot(grid, [min(peak, bandwidth * x) for x in grid], color="#0f172a", linewidth=1.2,
                 label=f"roofs: {si(peak)}FLOP/s matmul, {si(bandwidth)}B/s triad")
-        for r in sorted(points, key=lambda r: (model_order(r.model), r.seq_len)):
+        for r in sorted(points, key=lambda r: (colour.order(r.model), r.seq_len)):
             size = 4 + 8 * lengths.index(r.seq_len) / max(1, len(lengths) - 1)
             ax.plot([r.intensity], [r.flops / r.latency_s], marker="o" if r.impl == "seqarena"
                     else "D", markersize=size, linestyle="none", color=colour(r.model),
@@ -244,7 +243,7 @@ def decode_chart(benches: list[Bench], colour: Palette) -> Chart | None:
     fig, axes = figure_grid(2 if with_state else 1)
     peers = _peers(rows)
     lines = _series(rows)
-    for name, line in sorted(lines.items(), key=lambda kv: (model_order(kv[1][0].model), kv[0])):
+    for name, line in sorted(lines.items(), key=lambda kv: (colour.order(kv[1][0].model), kv[0])):
         line.sort(key=decode_position)
         style = _line_style(line, colour, peers)
         axes[0].plot([decode_position(r) for r in line], [r.latency_s * 1e3 for r in line],
@@ -289,7 +288,7 @@ def thread_scaling_chart(benches: list[Bench], colour: Palette) -> Chart | None:
     peers = _peers(full)
     for ax, mode in zip(axes, modes):
         for name, line in sorted(_series([(r, s) for r, s in full if r.mode == mode]).items(),
-                                 key=lambda kv: (model_order(kv[1][0].model), kv[0])):
+                                 key=lambda kv: (colour.order(kv[1][0].model), kv[0])):
             line.sort(key=lambda r: r.seq_len)
             ax.plot([r.seq_len for r in line], [r.tokens_per_s / one[key(r)] for r in line],
                     label=name, **_line_style(line, colour, peers))

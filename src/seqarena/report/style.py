@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -47,55 +47,63 @@ STYLE = {
     "svg.hashsalt": "seqarena",  # stable ids, so the same data gives the same file
 }
 
-RECURRENT = ["#1e3a8a", "#2563eb", "#0ea5e9", "#0d9488", "#6366f1", "#0369a1", "#14b8a6", "#7dd3fc"]
-ATTENTION = ["#ea580c", "#dc2626", "#d97706", "#be185d", "#f97316", "#9a3412"]
-OTHER = ["#7c3aed", "#475569", "#65a30d", "#a21caf"]
-# Fixed slots for the built-in names, so lstm is the same blue in every report.
-KNOWN_ORDER = ["rnn", "lstm", "gru", "mingru", "minlstm", "rnn-ed", "transformer", "transformer-ed"]
+# One palette per family (the `family` every results row carries): cool colours for the
+# recurrences, warm ones for attention, so the two read apart before the legend does.
+FAMILY_COLOURS = {
+    "recurrent": ["#1e3a8a", "#2563eb", "#0369a1", "#6366f1", "#7dd3fc"],
+    "scan": ["#0d9488", "#0ea5e9", "#14b8a6", "#0891b2"],
+    "attention": ["#ea580c", "#dc2626", "#d97706", "#f97316", "#9a3412"],
+    "linear-attention": ["#be185d", "#db2777", "#a21caf", "#f472b6"],
+}
+OTHER = ["#7c3aed", "#475569", "#65a30d", "#a16207"]
+FAMILY_ORDER = ["recurrent", "scan", "attention", "linear-attention"]  # tables and legends
+# Fixed slots in their family's palette for the built-in names, so lstm is the same blue in
+# every report whatever else it shows; other names take the free colours of their family.
+SLOTS = {"rnn": 0, "lstm": 1, "gru": 2, "rnn-ed": 3, "mingru": 0, "minlstm": 1,
+         "transformer": 0, "transformer-ed": 1}
 PEER_STYLES = ["--", ":", "-."]
 MODES = ("train", "forward", "prefill")
 SETTING_FIELDS = ("device", "dtype", "batch", "d_model", "layers")  # what else a bench row varies
 
 
-def family_colours(model: str) -> list[str]:
-    return {"recurrent": RECURRENT, "attention": ATTENTION}.get(family(model), OTHER)
-
-
-def model_order(model: str) -> tuple:
-    """Recurrent models first, then attention, then others; built-in names in a fixed order."""
-    rank = {"recurrent": 0, "attention": 1}.get(family(model), 2)
-    return rank, KNOWN_ORDER.index(model) if model in KNOWN_ORDER else len(KNOWN_ORDER), model
-
-
-def family(model: str) -> str:
-    """"recurrent", "attention" or "other", read from the model's name."""
-    m = model.lower()
-    if any(k in m for k in ("rnn", "lstm", "gru", "mamba", "scan", "ssm", "rwkv", "recur")):
-        return "recurrent"
-    if any(k in m for k in ("transformer", "attention", "attn", "encoder", "decoder", "gpt",
-                            "bert", "sdpa")):
-        return "attention"
-    return "other"
-
-
 class Palette:
-    """Model name -> colour. Built-in names keep their colour in every report; other names take
-    the free colours of their family in name order."""
+    """Model name -> colour, from each model's family as its results state it."""
 
-    def __init__(self, models: Iterable[str]):
-        self.colours = {}
-        used = defaultdict(set)
-        for m in KNOWN_ORDER:
-            slot = [k for k in KNOWN_ORDER if family(k) == family(m)].index(m)
-            self.colours[m] = family_colours(m)[slot % len(family_colours(m))]
-            used[family(m)].add(self.colours[m])
-        for m in sorted(set(models) - set(KNOWN_ORDER), key=model_order):
-            free = [c for c in family_colours(m) if c not in used[family(m)]] or family_colours(m)
-            self.colours[m] = free[0]
-            used[family(m)].add(free[0])
+    def __init__(self, families: dict[str, str]):
+        self.families = dict(families)  # model name -> family ("" when not stated)
+        self.colours: dict[str, str] = {}
+        used: dict[str, set] = defaultdict(set)
+        for m in sorted(self.families, key=self.order):
+            choices = FAMILY_COLOURS.get(self.families[m], OTHER)
+            slot = SLOTS.get(m)
+            free = [c for c in choices if c not in used[self.families[m]]] or choices
+            colour = choices[slot % len(choices)] if slot is not None else free[0]
+            self.colours[m] = colour
+            used[self.families[m]].add(colour)
+
+    @classmethod
+    def of(cls, inputs) -> "Palette":
+        """The palette of everything a report shows (seqarena.report.collect.Inputs)."""
+        families = {r.model: r.result.family for r in inputs.runs}
+        families.update({r.model: r.family for b in inputs.benches for r in b.results
+                         if r.impl == "seqarena" or r.model not in families})
+        for a in inputs.analyses:
+            families.update({r.model: r.family for r in a.results if hasattr(r, "model")})
+            if a.doc.get("model"):
+                families.setdefault(a.doc["model"], a.doc.get("family", ""))
+        return cls(families)
 
     def __call__(self, model: str) -> str:
         return self.colours.get(model, "#64748b")
+
+    def family(self, model: str) -> str:
+        return self.families.get(model, "")
+
+    def order(self, model: str) -> tuple:
+        """Recurrent families first, then attention, then others; built-ins in a fixed order."""
+        family = self.family(model)
+        rank = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+        return rank, SLOTS.get(model, len(SLOTS)), model
 
 
 @dataclass
