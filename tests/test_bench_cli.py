@@ -106,3 +106,14 @@ def test_a_baseline_that_is_not_a_bench_file_is_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "--models", "lstm", *TINY, "--baseline",
                            str(tmp_path / "x.json"), "--out", str(tmp_path / "o"))
     assert code == 2 and "not a seqarena results file" in err
+
+
+def test_the_cli_loads_without_torch_so_bench_can_choose_how_openmp_waits():
+    # OpenMP reads OMP_WAIT_POLICY once, when torch loads it: the bench sets it first
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import sys, seqarena.cli; "
+                        "print('torch' in sys.modules)"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip() == "False", r.stderr

@@ -503,14 +503,24 @@ def analyze():
     runtime.setup()
 
 
-def _gradient_option(name: str, help_text: str, kind: type | None = None):
-    """An option of `analyze gradients` whose shown default is GradientConfig's."""
-    from seqarena.analyze import GradientConfig
-    from seqarena.config import default
+class _GradientOption(click.Option):
+    """An option of `analyze gradients` whose help shows GradientConfig's default, read only when
+    help is shown: seqarena.analyze imports torch, which must not load when this module does
+    (`seqarena bench` chooses OpenMP's wait policy before torch starts OpenMP)."""
 
-    value = default(GradientConfig, name)
-    shown = ",".join(value) if isinstance(value, tuple) else value
-    return click.option(f"--{name.replace('_', '-')}", type=kind, help=f"{help_text} [default: {shown}]")
+    def get_help_record(self, ctx):
+        from seqarena.analyze import GradientConfig
+        from seqarena.config import default
+
+        value = default(GradientConfig, self.name)
+        shown = ",".join(value) if isinstance(value, tuple) else value
+        names, text = super().get_help_record(ctx)
+        return names, f"{text} [default: {shown}]"
+
+
+def _gradient_option(name: str, help_text: str, kind: type | None = None):
+    return click.option(f"--{name.replace('_', '-')}", type=kind, help=help_text,
+                        cls=_GradientOption)
 
 
 @analyze.command()
