@@ -199,7 +199,7 @@ def roofline_chart(benches: list[Bench], colour: Palette) -> Chart | None:
         lo, hi = min(xs + [peak / bandwidth]) / 4, max(xs + [peak / bandwidth]) * 4
         grid = [lo * (hi / lo) ** (i / 64) for i in range(65)]
         ax.plot(grid, [min(peak, bandwidth * x) for x in grid], color="#0f172a", linewidth=1.2,
-                label=f"roofs: {si(peak)}FLOP/s matmul, {si(bandwidth)}B/s triad")
+                label=f"roofs: {si(peak)} FLOP/s matmul, {si(bandwidth)} B/s triad")
         for r in sorted(points, key=lambda r: (colour.order(r.model), r.seq_len)):
             size = 4 + 8 * lengths.index(r.seq_len) / max(1, len(lengths) - 1)
             ax.plot([r.intensity], [r.flops / r.latency_s], marker="o" if r.impl == "seqarena"
