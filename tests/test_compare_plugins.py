@@ -5,12 +5,20 @@ import os
 import subprocess
 import sys
 
-from test_plugins import plugin_path  # noqa: F401  (a fixture: the tinyplug package)
+import pytest
+from test_plugins import PLUGIN_MODULE
 
 from seqarena.compare import run_dir_name
 
 
-def run_cli(plugin_path, *args):  # noqa: F811
+@pytest.fixture()
+def plugin_path(tmp_path):
+    """A directory holding the tinyplug module, importable as `tinyplug:factory`."""
+    (tmp_path / "tinyplug.py").write_text(PLUGIN_MODULE)
+    return tmp_path
+
+
+def run_cli(plugin_path, *args):
     path = os.pathsep.join(p for p in (str(plugin_path), os.environ.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, "-m", "seqarena", *args], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": path}, timeout=300)
@@ -24,9 +32,8 @@ def test_plugin_names_become_plain_directory_names_that_stay_unique():
     assert all(":" not in n and "/" not in n for n in names)
 
 
-def test_compare_runs_a_module_factory_plugin_beside_a_builtin_end_to_end(plugin_path,  # noqa: F811
-                                                                         tmp_path):
-    out = tmp_path / "cmp"
+def test_compare_runs_a_module_factory_plugin_beside_a_builtin_end_to_end(plugin_path):
+    out = plugin_path / "cmp"
     r = run_cli(plugin_path, "compare", "--models", "tinyplug:factory,lstm", "--task", "adding",
                 "--seq-lens", "8", "--steps", "3", "--d-model", "8", "--out", str(out))
     assert r.returncode == 0, r.stderr
