@@ -2,7 +2,9 @@
 
 Training step (forward, backward, AdamW), B=16, D=128, one layer, float32, every core:
 - our transformer layer >= 1.0x torch.nn.TransformerEncoderLayer (same configuration) at L=1024,
-  and >= 1.3x x-transformers Encoder(depth=1); both non-causal, so ours runs with causal=False;
+  and >= 1.3x x-transformers Encoder(depth=1), both in its fast configuration (flash attention,
+  our head width) and in its defaults (head width 64, attention written out); all non-causal, so
+  ours runs with causal=False;
 - our mingru >= 1.2x minGRU-pytorch at L=4096, and >= 20x our own sequential mingru;
 - our lstm and gru >= 0.95x a bare torch.nn.LSTM / GRU (L=1024);
 - MFU against the measured matmul peak: lstm >= 40 % at L=1024, transformer >= 50 % at L=256;
@@ -12,8 +14,12 @@ Training step (forward, backward, AdamW), B=16, D=128, one layer, float32, every
 Every contender is timed once per round, beside the others of its target, and the order flips
 every other round, so a slow spell of a shared machine falls on both sides of a ratio; a ratio
 is the median over rounds of each round's ratio, an MFU divides by the peak measured in the same
-round. With --profile, each missed target is explained by torch.profiler's top operators for
-both sides.
+round. Each figure comes with its interval: the range of the per-round values (with 5 rounds, a
+94 % interval for the median; more rounds narrow it to order statistics, see
+seqarena.bench.summary.median_interval). A target is met only when the whole interval is past its
+goal; one whose interval holds the goal is reported as inside the noise, not met. FLOPs follow
+seqarena.flops (matmul FLOPs, training = 3x forward). With --profile, each missed target is
+explained by torch.profiler's top operators for both sides.
 
     python benchmarks/targets.py [--rounds 5] [--min-run-time 0.3] [--profile] [--out DIR]
 """
@@ -36,14 +42,16 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile as torch_profile  # noqa: E402
 
-from seqarena.bench.peak import matmul_peak, peak_key  # noqa: E402
+from seqarena.bench.peak import blas_name, matmul_peak, peak_key  # noqa: E402
 from seqarena.bench.peers import PEERS, Shape  # noqa: E402
 from seqarena.bench.points import (  # noqa: E402
     Workload, check_paths, make_input, measure_decode, measure_throughput, train_step)
+from seqarena.bench.summary import median_interval  # noqa: E402
 from seqarena.bench.sweep import all_cores  # noqa: E402
 from seqarena.bench.timer import num_threads  # noqa: E402
 from seqarena.models import build_model  # noqa: E402
 from seqarena.results import BenchResult, machine_info, machine_label, write_results  # noqa: E402
+from seqarena.runtime import setup as setup_runtime  # noqa: E402
 from seqarena.table import format_table  # noqa: E402
 
 B, D, LAYERS = 16, 128, 1
@@ -54,18 +62,12 @@ CPU = torch.device("cpu")
 class Contender:
     name: str
     impl: str  # "seqarena" or the peer's name, as results files say
-    make: Callable[[], nn.Module]
-    reference: Callable[[], nn.Module] | None = None  # ours: the path it must match first
+    make: Callable[[], nn.Module]  # ours are checked against their reference() first
 
 
-def ours(name: str, reference_impl: str | None = None, **fields) -> Contender:
+def ours(name: str, **fields) -> Contender:
     label = name + "".join(f" {k}={v}" for k, v in fields.items())
-    reference = None
-    if reference_impl:
-        def reference():
-            return build_model(name, d_model=D, layers=LAYERS, **{**fields, "impl": reference_impl})
-    return Contender(label, "seqarena",
-                     lambda: build_model(name, d_model=D, layers=LAYERS, **fields), reference)
+    return Contender(label, "seqarena", lambda: build_model(name, d_model=D, layers=LAYERS, **fields))
 
 
 def peer(name: str, **transformer_fields) -> Contender:
@@ -75,23 +77,25 @@ def peer(name: str, **transformer_fields) -> Contender:
 
 
 CONTENDERS = {
-    "transformer-enc": ours("transformer", "manual", causal=False),
+    "transformer-enc": ours("transformer", causal=False),
     "torch-encoder-layer": peer("torch-transformer", causal=False),
     "x-transformers": peer("x-transformers", causal=False),
-    "transformer": ours("transformer", "manual"),
-    "lstm": ours("lstm", "scratch"),
+    "x-transformers-default": peer("x-transformers-default", causal=False),
+    "transformer": ours("transformer"),
+    "lstm": ours("lstm"),
     "torch-lstm": peer("torch-lstm"),
-    "gru": ours("gru", "scratch"),
+    "gru": ours("gru"),
     "torch-gru": peer("torch-gru"),
-    "mingru": ours("mingru", "sequential"),
+    "mingru": ours("mingru"),
     "mingru-pytorch": peer("mingru-pytorch"),
     "mingru-sequential": ours("mingru", impl="sequential"),
 }
 TRAIN_POINTS = [("transformer-enc", 1024), ("torch-encoder-layer", 1024), ("x-transformers", 1024),
-                ("transformer", 256), ("lstm", 1024), ("torch-lstm", 1024), ("gru", 1024),
+                ("x-transformers-default", 1024), ("transformer", 256), ("lstm", 1024), ("torch-lstm", 1024), ("gru", 1024),
                 ("torch-gru", 1024), ("mingru", 4096), ("mingru-pytorch", 4096),
                 ("mingru-sequential", 4096)]
 DECODE_MODELS = ["lstm", "gru", "mingru", "transformer"]
+FAMILIES: dict[str, str] = {}  # contender name -> its backbone's family, as results state it
 DECODE_POSITIONS = (64, 4096)
 
 
@@ -99,8 +103,8 @@ def build(key: str) -> Workload:
     """The contender's backbone, refused if its fast path disagrees with its reference."""
     c = CONTENDERS[key]
     workload = Workload(c.make())
-    reference = Workload(c.reference()) if c.reference else None
-    refusal = check_paths(workload, reference, D, CPU, torch.float32)
+    refusal = check_paths(workload, CPU, torch.float32)
+    FAMILIES[c.name] = workload.module.family
     if refusal:
         sys.exit(f"targets: {c.name} is not timed: {refusal}")
     return workload
@@ -115,14 +119,20 @@ class Rounds:
     peak: list[dict[str, float]]  # per round: FLOP/s of each matmul path
     decode: dict[tuple[str, int], list[float]]  # (model, position) -> seconds per token
 
-    def ratio(self, figures, a, b) -> float:
-        """Median over rounds of figures[a] / figures[b], each round's pair timed side by side."""
-        return statistics.median(x / y for x, y in zip(figures[a], figures[b]))
+    def ratio(self, figures, a, b) -> tuple[float, float, float]:
+        """Median over rounds of figures[a] / figures[b], each round's pair timed side by side,
+        and its interval."""
+        return with_interval([x / y for x, y in zip(figures[a], figures[b])])
 
-    def mfu(self, point, path: str | None = None) -> float:
-        """Median over rounds of FLOP/s / that round's peak (the best path, or `path`'s)."""
-        return statistics.median(self.flops[point] / t / (p[path] if path else max(p.values()))
-                                  for t, p in zip(self.train[point], self.peak))
+    def mfu(self, point, path: str | None = None) -> tuple[float, float, float]:
+        """Median over rounds of FLOP/s / that round's peak (the best path, or `path`'s), and
+        its interval."""
+        return with_interval([self.flops[point] / t / (p[path] if path else max(p.values()))
+                              for t, p in zip(self.train[point], self.peak)])
+
+
+def with_interval(values: list[float]) -> tuple[float, float, float]:
+    return (statistics.median(values), *median_interval(values))
 
 
 def measure(rounds: int, min_run_time: float, threads: int) -> Rounds:
@@ -147,33 +157,54 @@ def measure(rounds: int, min_run_time: float, threads: int) -> Rounds:
 
 
 def targets(m: Rounds) -> list[dict]:
-    """One row per target: what it asks, what was measured, whether it is met."""
+    """One row per target: what it asks, what was measured (median [interval]), whether it is
+    met: True only when the whole interval is past the goal, None when it holds the goal."""
     def speedup(a, b):  # same L and B: a ratio of step times is a ratio of tokens/s
         return m.ratio(m.train, b, a)
 
+    def pct(figure):
+        return tuple(100 * v for v in figure)
+
     rows = [
         ("transformer vs torch.nn.TransformerEncoderLayer, L=1024",
-         speedup(("transformer-enc", 1024), ("torch-encoder-layer", 1024)), 1.0, "x"),
-        ("transformer vs x-transformers Encoder(depth=1), L=1024",
-         speedup(("transformer-enc", 1024), ("x-transformers", 1024)), 1.3, "x"),
+         speedup(("transformer-enc", 1024), ("torch-encoder-layer", 1024)), ">=", 1.0, "x"),
+        ("transformer vs x-transformers Encoder(depth=1), flash, L=1024",
+         speedup(("transformer-enc", 1024), ("x-transformers", 1024)), ">=", 1.3, "x"),
+        ("transformer vs x-transformers Encoder(depth=1), defaults, L=1024",
+         speedup(("transformer-enc", 1024), ("x-transformers-default", 1024)), ">=", 1.3, "x"),
         ("mingru vs minGRU-pytorch, L=4096",
-         speedup(("mingru", 4096), ("mingru-pytorch", 4096)), 1.2, "x"),
+         speedup(("mingru", 4096), ("mingru-pytorch", 4096)), ">=", 1.2, "x"),
         ("mingru vs our sequential mingru, L=4096",
-         speedup(("mingru", 4096), ("mingru-sequential", 4096)), 20.0, "x"),
-        ("lstm vs torch.nn.LSTM, L=1024", speedup(("lstm", 1024), ("torch-lstm", 1024)), 0.95, "x"),
-        ("gru vs torch.nn.GRU, L=1024", speedup(("gru", 1024), ("torch-gru", 1024)), 0.95, "x"),
-        ("lstm MFU, L=1024", 100 * m.mfu(("lstm", 1024)), 40.0, "%"),
-        ("transformer MFU, L=256", 100 * m.mfu(("transformer", 256)), 50.0, "%"),
+         speedup(("mingru", 4096), ("mingru-sequential", 4096)), ">=", 20.0, "x"),
+        ("lstm vs torch.nn.LSTM, L=1024", speedup(("lstm", 1024), ("torch-lstm", 1024)), ">=",
+         0.95, "x"),
+        ("gru vs torch.nn.GRU, L=1024", speedup(("gru", 1024), ("torch-gru", 1024)), ">=", 0.95,
+         "x"),
+        ("lstm MFU, L=1024", pct(m.mfu(("lstm", 1024))), ">=", 40.0, "%"),
+        ("transformer MFU, L=256", pct(m.mfu(("transformer", 256))), ">=", 50.0, "%"),
     ]
-    out = [{"target": t, "measured": f"{v:.2f}{unit}", "goal": f">= {g:g}{unit}", "met": v >= g,
-            "value": v} for t, v, g, unit in rows]
-    for name in DECODE_MODELS:
-        growth = m.ratio(m.decode, (name, 4096), (name, 64))
-        recurrent = name != "transformer"
-        out.append({"target": f"{name} decode latency, position 4096 / position 64",
-                    "measured": f"{growth:.2f}x", "goal": "<= 1.2x" if recurrent else "(reported)",
-                    "met": growth <= 1.2 if recurrent else None, "value": growth})
-    return out
+    rows += [(f"{name} decode latency, position 4096 / position 64",
+              m.ratio(m.decode, (name, 4096), (name, 64)),
+              "<=" if name != "transformer" else None, 1.2, "x") for name in DECODE_MODELS]
+    return [target_row(*row) for row in rows]
+
+
+def target_row(target: str, figure: tuple[float, float, float], sense: str | None, goal: float,
+               unit: str) -> dict:
+    """A target's row; `sense` ">=" or "<=" (None: reported only)."""
+    value, low, high = figure
+    if sense is None:
+        met = None
+    elif (low >= goal) if sense == ">=" else (high <= goal):
+        met = True
+    elif (high < goal) if sense == ">=" else (low > goal):
+        met = False
+    else:
+        met = None  # the interval holds the goal: inside the noise
+    verdict = {True: "yes", False: "MISSED"}.get(met, "-" if sense is None else "noise")
+    return {"target": target, "measured": f"{value:.2f}{unit} [{low:.2f}-{high:.2f}]",
+            "goal": "(reported)" if sense is None else f"{sense} {goal:g}{unit}", "met": met,
+            "verdict": verdict, "value": value, "low": low, "high": high}
 
 
 def profile(keys_and_lengths, threads: int, steps: int = 3) -> None:
@@ -193,12 +224,13 @@ def profile(keys_and_lengths, threads: int, steps: int = 3) -> None:
 MISSED_SIDES = {  # target -> the points to profile when it is missed
     0: [("transformer-enc", 1024), ("torch-encoder-layer", 1024)],
     1: [("transformer-enc", 1024), ("x-transformers", 1024)],
-    2: [("mingru", 4096), ("mingru-pytorch", 4096)],
-    3: [("mingru", 4096)],
-    4: [("lstm", 1024), ("torch-lstm", 1024)],
-    5: [("gru", 1024), ("torch-gru", 1024)],
-    6: [("lstm", 1024)],
-    7: [("transformer", 256)],
+    2: [("transformer-enc", 1024), ("x-transformers-default", 1024)],
+    3: [("mingru", 4096), ("mingru-pytorch", 4096)],
+    4: [("mingru", 4096)],
+    5: [("lstm", 1024), ("torch-lstm", 1024)],
+    6: [("gru", 1024), ("torch-gru", 1024)],
+    7: [("lstm", 1024)],
+    8: [("transformer", 256)],
 }
 
 
@@ -211,7 +243,12 @@ def main() -> None:
                         help="CPU threads (default: every core)")
     parser.add_argument("--profile", action="store_true", help="profile each missed target")
     parser.add_argument("--out", help="write targets.json (the bench results schema) here")
+    parser.add_argument("--keep-denormals", action="store_true",
+                        help="keep subnormal floats (seqarena flushes them by default)")
     args = parser.parse_args()
+    if args.keep_denormals:
+        os.environ["SEQARENA_KEEP_DENORMALS"] = "1"
+    setup_runtime()
 
     m = measure(args.rounds, args.min_run_time, args.threads)
     rows = targets(m)
@@ -223,18 +260,20 @@ def main() -> None:
     paths = {path: statistics.median(p[path] for p in m.peak) for path in m.peak[0]}
     print("matmul peak (median of rounds): " + ", ".join(
         f"{path} {f / 1e9:.1f} GFLOP/s" for path, f in paths.items()) + "; MFU divides by the best")
-    print(format_table([{**r, "met": {True: "yes", False: "MISSED", None: "-"}[r["met"]]}
-                        for r in rows], ["target", "measured", "goal", "met"]))
+    print(format_table(rows, ["target", "measured", "goal", "verdict"],
+                       ["target", "measured [interval]", "goal", "met"]))
+    print("met: the whole interval is past the goal; noise: the interval holds the goal")
     details = []
+    blas = blas_name(CPU)
     for (k, L), times in m.train.items():
         t = statistics.median(times)
         details.append({"contender": CONTENDERS[k].name, "L": L, "ms": 1e3 * t,
                         "rounds_ms": f"{1e3 * min(times):.0f}-{1e3 * max(times):.0f}",
                         "tokens/s": round(B * L / t), "GFLOP/s": m.flops[(k, L)] / t / 1e9,
-                        "MFU %": 100 * m.mfu((k, L)),
-                        "MFU % of blas": 100 * m.mfu((k, L), "blas")})
+                        "MFU %": 100 * m.mfu((k, L))[0],
+                        f"MFU % of {blas}": 100 * m.mfu((k, L), blas)[0]})
     print("\n" + format_table(details, ["contender", "L", "ms", "rounds_ms", "tokens/s", "GFLOP/s",
-                                        "MFU %", "MFU % of blas"]))
+                                        "MFU %", f"MFU % of {blas}"]))
     print("\n" + format_table([{"model": name, "position": p,
                                 "us/token": 1e6 * statistics.median(times)}
                                for (name, p), times in m.decode.items()],
@@ -243,12 +282,13 @@ def main() -> None:
         key = peak_key("cpu", "float32", args.threads)
         results = [BenchResult(CONTENDERS[k].name, CONTENDERS[k].impl, "train", L, B, D, LAYERS,
                                args.threads, "cpu", "float32", B * L / statistics.median(times),
-                               statistics.median(times), m.flops[(k, L)], m.mfu((k, L)), None,
-                               extra={"round_s": times})
+                               statistics.median(times), m.flops[(k, L)], m.mfu((k, L))[0], None,
+                               family=FAMILIES[CONTENDERS[k].name], round_s=times)
                    for (k, L), times in m.train.items()]
         results += [BenchResult(name, "seqarena", "decode", p, B, D, LAYERS, args.threads, "cpu",
                                 "float32", B / statistics.median(times), statistics.median(times),
-                                None, None, None, extra={"position": p, "round_s": times})
+                                None, None, None, family=FAMILIES[CONTENDERS[name].name],
+                                extra={"position": p}, round_s=times)
                     for (name, p), times in m.decode.items()]
         write_results(f"{args.out}/targets.json", "bench", results, machine=machine,
                       peak_flops={key: max(paths.values())}, peak_paths={key: paths},

@@ -1,3 +1,5 @@
+import copy
+import statistics
 import time
 from types import SimpleNamespace
 
@@ -7,10 +9,14 @@ from torch import nn
 
 from seqarena.bench.peers import PEERS, Peer, Shape, TorchGRU, TorchLSTM
 from seqarena.bench.points import (Workload, check_paths, measure_decode, measure_throughput,
-                                   tensor_bytes)
-from seqarena.bench.summary import crossovers, csv_text, thread_scaling
+                                   prepare_throughput, tensor_bytes)
+from seqarena.bench.summary import (baseline_ratios, crossovers, csv_text, median_interval,
+                                    peer_ratios, speed_ratio, thread_scaling)
+from seqarena.bench import sweep
 from seqarena.bench.sweep import Entry, Sweep, SweepConfig
+from seqarena.bench.timer import Timing
 from seqarena.errors import UserError
+from seqarena.flops import count_bytes
 from seqarena.models import Backbone, StepNotSupported, build_model
 from seqarena.results import BenchResult
 
@@ -45,31 +51,34 @@ class Wrapped(Backbone):
 
 def workload_flops(module, mode, B, L, D):
     """The bench's FLOPs for one call of `mode` on a (B, L, D) input, as a sweep counts them."""
-    w = Workload(module)
-    x = torch.randn(B, L, D)
-    if mode == "train":
-        return w.flops(lambda: w.forward(x).square().mean().backward(), B, L, "train")
-    return w.flops(lambda: w.forward(x), B, L, mode)
+    return Workload(module).flops(torch.randn(B, L, D), mode)
 
 
-# --- FLOPs against hand-derived formulas ----------------------------------------------------------
+# --- FLOPs against hand-derived formulas: one convention (seqarena.flops) ------------------------
 
-def test_linear_flops_are_two_per_multiply_add_and_backward_counts_only_what_runs():
+def test_linear_flops_are_two_per_multiply_add_and_training_is_three_forwards():
     B, L, D_in, D_out = 3, 5, 4, 6
     layer = Wrapped(nn.Linear(D_in, D_out))
     assert workload_flops(layer, "forward", B, L, D_in) == 2 * B * L * D_in * D_out
-    # the input is data, so backward computes the weight gradient (one matmul) but no input gradient
-    assert workload_flops(layer, "train", B, L, D_in) == 2 * (2 * B * L * D_in * D_out)
+    assert workload_flops(layer, "train", B, L, D_in) == 3 * (2 * B * L * D_in * D_out)
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "manual"])
 def test_transformer_layer_flops_match_the_formula_on_both_attention_paths(impl):
     # per layer: q, k, v and out projections 8 B L D^2, feed-forward 4 B L D F,
-    # q k^T and att v 4 B L^2 D
+    # q k^T and att v 4 B L^2 D (non-causal: the whole square on both paths)
     B, L, D, F = 2, 12, 16, 48
     model = build_model("transformer", d_model=D, layers=1, heads=2, d_ff=F, positions="none",
-                        impl=impl)
+                        impl=impl, causal=False)
     expected = 8 * B * L * D * D + 4 * B * L * D * F + 4 * B * L * L * D
+    assert workload_flops(model, "forward", B, L, D) == pytest.approx(expected)
+    assert workload_flops(model, "train", B, L, D) == pytest.approx(3 * expected)
+
+
+def test_causal_attention_through_the_fused_kernel_counts_half_the_square():
+    B, L, D, F = 2, 12, 16, 48
+    model = build_model("transformer", d_model=D, layers=1, heads=2, d_ff=F, positions="none")
+    expected = 8 * B * L * D * D + 4 * B * L * D * F + 4 * B * L * L * D / 2
     assert workload_flops(model, "forward", B, L, D) == pytest.approx(expected)
 
 
@@ -80,18 +89,29 @@ def test_raw_lstm_flops_match_the_formula_though_the_counter_sees_none():
                            norm_first=True, activation="gelu"))
     forward = 2 * 4 * D * (D + D) * B * L
     assert workload_flops(lstm, "forward", B, L, D) == forward
-    assert workload_flops(lstm, "train", B, L, D) == 3 * forward  # backward = 2 x forward
+    assert workload_flops(lstm, "train", B, L, D) == 3 * forward
 
 
-def test_raw_gru_flops_are_not_double_counted_where_the_counter_sees_its_matmuls():
+@pytest.mark.parametrize("peer, ours", [(TorchGRU, "gru"), (TorchLSTM, "lstm")])
+def test_every_rnn_trains_at_three_times_its_forward_whatever_the_counter_sees(peer, ours):
+    # the counter sees GRU's matmuls on CPU but not LSTM's: both must still come out at 3.00x
     B, L, D = 2, 7, 8
-    gru = TorchGRU(Shape(d_model=D, layers=2, heads=1, d_ff=4 * D, causal=True,
-                         norm_first=True, activation="gelu"))
-    assert workload_flops(gru, "forward", B, L, D) == 2 * (2 * 3 * D * (D + D) * B * L)
+    shape = Shape(d_model=D, layers=2, heads=1, d_ff=4 * D, causal=True, norm_first=True,
+                  activation="gelu")
+    for module in (peer(shape), build_model(ours, d_model=D, layers=2)):
+        forward = workload_flops(module, "forward", B, L, D)
+        assert forward == 2 * (2 * (3 if ours == "gru" else 4) * D * (D + D) * B * L)
+        assert workload_flops(module, "train", B, L, D) == 3 * forward
 
 
 def test_work_nobody_counts_is_reported_as_not_counted_rather_than_zero():
     assert workload_flops(Wrapped(nn.Tanh()), "forward", 2, 4, 3) is None
+
+
+def test_bytes_moved_count_what_each_op_reads_and_writes():
+    x = torch.randn(4, 5, 3)
+    # x * 2: reads and writes 60 floats; + 1: the same again; the view costs nothing
+    assert count_bytes(lambda: (x * 2 + 1).view(-1)) == 4 * 4 * 60
 
 
 # --- decoding -------------------------------------------------------------------------------------
@@ -140,23 +160,61 @@ class DisagreeingStep(Wrapped):
 
 
 def test_a_backbone_whose_step_disagrees_with_its_forward_is_refused():
-    refusal = check_paths(Workload(DisagreeingStep(nn.Linear(8, 8))), None, 8, CPU, torch.float32)
+    refusal = check_paths(Workload(DisagreeingStep(nn.Linear(8, 8))), CPU, torch.float32)
     assert refusal and "step-by-step" in refusal
 
 
+class WithReference(Wrapped):
+    """A fast path whose reference() is `twin` with the same weights."""
+
+    def __init__(self, inner, twin=None):
+        super().__init__(inner)
+        self.twin = twin
+
+    def reference(self):
+        twin = self.twin(copy.deepcopy(self.inner))
+        return twin
+
+
 def test_a_fast_path_that_disagrees_with_its_reference_is_refused():
-    fast, reference = Wrapped(nn.Linear(8, 8)), Wrapped(nn.Linear(8, 8))
-    reference.forward = lambda x, mask=None: -reference.inner(x)
-    refusal = check_paths(Workload(fast), Workload(reference), 8, CPU, torch.float32)
-    assert refusal and "reference" in refusal
+    class Negated(Wrapped):
+        def forward(self, x, mask=None):
+            return -self.inner(x)
+
+    refusal = check_paths(Workload(WithReference(nn.Linear(8, 8), Negated)), CPU, torch.float32)
+    assert refusal and "output differs from the reference" in refusal
 
 
-def test_our_models_pass_their_checks():
-    for name in ("lstm", "mingru", "transformer"):
+class WrongBackward(torch.autograd.Function):
+    """The identity forward, with a gradient twice too large: only a backward check sees it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+def test_a_fast_path_whose_gradients_disagree_with_its_reference_is_refused_before_training():
+    class BadGradient(WithReference):
+        def forward(self, x, mask=None):
+            return WrongBackward.apply(self.inner(x))
+
+    fast = Workload(BadGradient(nn.Linear(8, 8), Wrapped))
+    refusal = check_paths(fast, CPU, torch.float32)
+    assert refusal and "gradient" in refusal and "reference" in refusal
+    assert check_paths(fast, CPU, torch.float32, backward=False) is None  # outputs agree
+    report = run([Entry("bad", "test", lambda d, k: BadGradient(nn.Linear(d, d), Wrapped))],
+                 modes=("train",))
+    assert {r.status for r in report.results} == {"error"}
+
+
+def test_our_models_pass_their_checks_gradients_included():
+    for name in ("lstm", "gru", "mingru", "minlstm", "transformer", "rnn-ed", "transformer-ed"):
         model = build_model(name, d_model=8, layers=1)
-        ref_impl = {"lstm": "scratch", "mingru": "sequential", "transformer": "manual"}[name]
-        reference = build_model(name, d_model=8, layers=1, impl=ref_impl)
-        assert check_paths(Workload(model), Workload(reference), 8, CPU, torch.float32) is None
+        assert check_paths(Workload(model), CPU, torch.float32) is None, name
 
 
 # --- a sweep records failures and goes on ---------------------------------------------------------
@@ -235,8 +293,42 @@ def test_every_registered_model_runs_through_a_tiny_sweep():
     ok = [r for r in report.results if r.status == "ok"]
     assert all(r.flops and r.flops > 0 and r.mfu > 0 for r in ok)
     peak = report.peak_flops["cpu/float32/1t"]
+    bandwidth = report.peak_bandwidth["cpu/float32/1t"]
     for r in ok:
         assert r.mfu == pytest.approx(r.flops / r.latency_s / peak)
+        assert r.mbu == pytest.approx(r.bytes_moved / r.latency_s / bandwidth)
+        assert r.intensity == pytest.approx(r.flops / r.bytes_moved)
+        assert len(r.round_s) == 3 and r.latency_s == pytest.approx(statistics.median(r.round_s))
+
+
+def test_contenders_are_timed_in_interleaved_rounds_the_order_flipped_each_round(monkeypatch):
+    log = []
+    real = sweep.prepare_throughput
+
+    def logged(workload, *args):
+        point = real(workload, *args)
+        name = workload.module.name
+        point.time_round = lambda seconds: (log.append(name), Timing(1e-3, 0.0, 1))[1]
+        return point
+
+    class Named(Wrapped):
+        def __init__(self, d_model, name):
+            super().__init__(nn.Linear(d_model, d_model))
+            self.name = name
+
+    monkeypatch.setattr(sweep, "prepare_throughput", logged)
+    report = run([entry(n, lambda d, n=n: Named(d, n)) for n in "ab"], seq_lens=(16,),
+                 modes=("forward",), rounds=4)
+    assert log == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [r.round_s for r in report.results] == [[1e-3] * 4] * 2
+
+
+def test_peak_memory_is_measured_on_a_real_step_for_every_contender_even_with_cached_counts():
+    x = torch.randn(2, 16, 8)
+    workload, counts = Workload(Hog(64)), {}
+    first = prepare_throughput(workload, "prefill", x, 1, counts)
+    again = prepare_throughput(workload, "prefill", x, 1, counts)  # counts come from the cache
+    assert first.peak_mem_bytes >= 56 * 2 ** 20 and again.peak_mem_bytes >= 56 * 2 ** 20
 
 
 # --- peers ----------------------------------------------------------------------------------------
@@ -261,10 +353,15 @@ def test_every_peer_runs_forward_at_our_width(name):
 
 # --- summaries ------------------------------------------------------------------------------------
 
-def result(model, mode, seq_len, tokens_per_s, threads=1, impl="seqarena", iqr_s=0.0):
+def result(model, mode, seq_len, tokens_per_s, threads=1, impl="seqarena", iqr_s=0.0,
+           round_s=()):
     return BenchResult(model, impl, mode, seq_len, 4, 8, 1, threads, "cpu", "float32",
                        tokens_per_s, 4 * seq_len / tokens_per_s, None, None, None,
-                       extra={"iqr_s": iqr_s})
+                       extra={"iqr_s": iqr_s}, round_s=list(round_s))
+
+
+def texts(results):
+    return [c["text"] for c in crossovers(results)]
 
 
 def test_crossover_names_the_shortest_length_where_one_overtakes_the_other():
@@ -273,7 +370,7 @@ def test_crossover_names_the_shortest_length_where_one_overtakes_the_other():
                result("transformer", "train", 1024, 50.0), result("mingru", "train", 1024, 250.0),
                result("lstm", "decode", 1, 9.0), result("transformer", "decode", 1, 5.0),
                result("lstm", "decode", 64, 9.0), result("transformer", "decode", 64, 4.0)]
-    lines = crossovers(results)
+    lines = texts(results)
     assert lines[0].startswith("train: mingru overtakes transformer at L=256")
     assert "spread" not in lines[0]
     assert lines[1].startswith("decode: lstm faster than transformer at every length")
@@ -284,7 +381,7 @@ def test_a_lead_that_changes_back_is_stated_on_the_same_line():
     results = [result("lstm", "train", L, tps) for L, tps in ((16, 30.0), (64, 39.0), (256, 50.0))]
     results += [result("transformer", "train", L, tps)
                 for L, tps in ((16, 28.0), (64, 56.0), (256, 43.0))]
-    assert crossovers(results) == ["train: transformer overtakes lstm at L=64 (1.44x; lstm faster "
+    assert texts(results) == ["train: transformer overtakes lstm at L=64 (1.44x; lstm faster "
                                    "up to L=16); lstm ahead again from L=256"]
 
 
@@ -292,8 +389,47 @@ def test_a_crossover_inside_the_timing_spread_is_flagged_as_possible_noise():
     results = [result("lstm", "train", 64, 100.0), result("gru", "train", 64, 90.0),
                result("lstm", "train", 256, 100.0, iqr_s=2.0),
                result("gru", "train", 256, 101.0, iqr_s=2.0)]
-    assert crossovers(results) == ["train: gru overtakes lstm at L=256 (1.01x; lstm faster up "
+    assert texts(results) == ["train: gru overtakes lstm at L=256 (1.01x; lstm faster up "
                                    "to L=64; within the timing spread)"]
+
+
+def test_a_crossover_is_a_record_with_the_median_of_per_round_ratios_and_its_interval():
+    # rounds timed side by side: gru's per-round speed over lstm's is 1.25, 1.1, 0.95 at L=256
+    results = [result("lstm", "train", 64, 100.0, round_s=[1.0, 1.0, 1.0]),
+               result("gru", "train", 64, 50.0, round_s=[2.0, 2.0, 2.0]),
+               result("lstm", "train", 256, 100.0, round_s=[1.25, 1.1, 0.95]),
+               result("gru", "train", 256, 101.0, round_s=[1.0, 1.0, 1.0])]
+    (record,) = crossovers(results)
+    assert record["kind"] == "overtakes" and record["leader"] == "lstm" and record["at"] == 256
+    assert record["ratio"] == pytest.approx(1.1)
+    assert (record["low"], record["high"]) == pytest.approx((0.95, 1.25))
+    assert record["within_noise"] and "within the timing spread" in record["text"]
+    assert "1.10x [0.95-1.25]" in record["text"]
+
+
+def test_the_interval_of_a_median_is_the_range_for_few_values_and_order_statistics_for_many():
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    values = list(range(1, 21))  # n = 20: x_(6) and x_(15) cover the median with >= 95 %
+    assert median_interval(values) == (6, 15)
+
+
+def test_ours_over_a_peer_is_the_median_of_per_round_ratios():
+    ours = result("lstm", "train", 64, 100.0, round_s=[1.0, 2.0, 1.0])
+    peer = result("lstm", "train", 64, 90.0, impl="torch.nn.LSTM", round_s=[1.1, 2.4, 0.9])
+    (row,) = peer_ratios([ours, peer])
+    assert row["peer"] == "torch.nn.LSTM" and row["ratio"] == pytest.approx(1.1)
+    assert (row["low"], row["high"]) == pytest.approx((0.9, 1.2))
+    assert speed_ratio(ours, peer)["rounds"] == 3
+
+
+def test_a_baseline_flags_only_moves_outside_the_noise():
+    old = [result("lstm", "train", 64, 100.0, round_s=[1.0, 1.1, 0.9]),
+           result("gru", "train", 64, 100.0, round_s=[1.0, 1.1, 0.9])]
+    new = [result("lstm", "train", 64, 200.0, round_s=[0.5, 0.55, 0.45]),
+           result("gru", "train", 64, 105.0, round_s=[0.95, 1.05, 1.0])]
+    rows = {row["model"]: row for row in baseline_ratios(new, old)}
+    assert rows["lstm"]["moved"] == "faster" and rows["lstm"]["low"] > 1
+    assert rows["gru"]["moved"] is None and rows["gru"]["low"] < 1 < rows["gru"]["high"]
 
 
 def test_thread_scaling_compares_all_cores_with_one_thread():

@@ -46,7 +46,7 @@ def test_lr_search_picks_the_rate_that_learns_and_never_reads_the_test_split(tmp
     assert len(trials[1e3]) == 1 and len(trials[3e-2]) == 2  # the diverging rate went no further
     assert set(read) == {"val"}
     runs = sorted(p.name for p in (tmp_path / "lr-search").iterdir())
-    assert "lstm-L10-lr0.03-r1" in runs and "lstm-L10-lr1000-r1" not in runs
+    assert "lstm-adding-L10-s0-lr0.03-r1" in runs and "lstm-adding-L10-s0-lr1000-r1" not in runs
 
 
 def test_lr_search_budget_too_small_to_halve_is_one_line_and_exit_2(tmp_path, capsys):

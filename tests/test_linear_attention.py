@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqarena.cli import main
@@ -22,8 +21,6 @@ from seqarena.models.linear_attention import LinearAttention, attend_chunked, at
 from seqarena.results import read_results
 
 # B batch, L length, D model width, H heads, Dh head width, C chunk
-
-aten = torch.ops.aten
 
 
 @pytest.fixture(autouse=True)
@@ -198,39 +195,10 @@ def test_under_bf16_autocast_the_sums_run_in_float32_and_stay_close(monkeypatch)
     assert (mixed.float() - exact).abs().max().item() < 0.1
 
 
-class Arithmetic(TorchDispatchMode):
-    """Tallies the elementwise FLOPs that run: one per output of +, -, *, /; one per add of a
-    sum or a cumsum."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        op = func.overloadpacket
-        if op in (aten.add, aten.sub, aten.mul, aten.div):
-            self.flops += out.numel()
-        elif op is aten.sum:
-            self.flops += args[0].numel() - out.numel()
-        elif op is aten.cumsum:
-            self.flops += args[0].numel() - args[0].numel() // args[0].shape[args[1]]
-        return out
-
-
-@pytest.mark.parametrize("impl, L", [("chunked", 1), ("chunked", 100), ("chunked", 1024),
-                                     ("parallel", 100), ("parallel", 1024)])
-def test_uncounted_flops_are_the_elementwise_arithmetic_that_runs(impl, L):
-    """The model's figure is a tally of what the attention core runs besides its matmuls."""
-    model = build(impl, d_model=16, heads=2, layers=1, chunk=64)
-    q, k, v = torch.randn(3, 3, 2, L, 8).unbind(0)
-    with Arithmetic() as tally:
-        if impl == "parallel":
-            attend_parallel(phi(q), phi(k), v, 1e-6)
-        else:
-            attend_chunked(phi(q), phi(k), v, 64, 1e-6)
-    assert tally.flops > 0
-    assert model.uncounted_flops(3, L) == tally.flops
+def test_flops_are_the_matmuls_the_counter_sees_and_the_elementwise_core_counts_zero():
+    """seqarena.flops: matmul FLOPs only, for every model; nothing hidden to declare."""
+    model = build("chunked", d_model=16, heads=2, layers=1, chunk=64)
+    assert model.uncounted_flops(3, 100) is None
 
 
 def test_chunked_matmuls_grow_linearly_in_length_and_the_quadratic_does_not():
@@ -306,15 +274,7 @@ def test_compares_with_an_lstm_end_to_end(capsys, tmp_path):
     assert {r.model for r in results} == {"linear-attention", "lstm"}
 
 
-# The bench picks a fast path's reference from a global map of impl names
-# (bench/points.py REFERENCE_IMPL, read in bench/sweep.py model_entry), not from
-# Backbone.reference(): it maps "chunked" to minGRU's "sequential", which this model has not.
-BENCH_READS_A_MAP = pytest.mark.xfail(strict=True, reason="bench/sweep.py builds the reference "
-                                      "from REFERENCE_IMPL, not Backbone.reference()")
-
-
-@pytest.mark.parametrize("spec", ["linear-attention:parallel",
-                                  pytest.param("linear-attention", marks=BENCH_READS_A_MAP)])
+@pytest.mark.parametrize("spec", ["linear-attention:parallel", "linear-attention"])
 def test_benches_with_flops_counted_and_decode_points(capsys, tmp_path, spec):
     status, out, err = cli(capsys, "bench", "--models", spec, "--seq-lens", "16",
                            "--modes", "train,decode", "--batch-size", "2", "--d-model", "16",

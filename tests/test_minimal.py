@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from seqarena.errors import ConfigError
+from seqarena.flops import count_flops
 from seqarena.models import MODELS, build_model
 from seqarena.models.minimal import MinGRUCell, MinLSTMCell, _FusedMinScan
 from seqarena.models.scan import scan_sequential
@@ -192,10 +193,12 @@ def test_registry_describes_the_costs():
         assert build_model(name).causal
 
 
-@pytest.mark.parametrize("name,per_element", [("mingru", 3), ("minlstm", 5)])
-def test_uncounted_flops_count_the_elementwise_recurrence(name, per_element):
-    model = build(name, d_model=8, layers=2, expansion=1.5)
-    assert model.uncounted_flops(4, 10) == per_element * 4 * 10 * 12 * 2
+@pytest.mark.parametrize("name,n_proj", [("mingru", 2), ("minlstm", 3)])
+def test_flops_are_the_matmuls_and_the_elementwise_scan_counts_zero(name, n_proj):
+    model = build(name, d_model=8, layers=2, expansion=1.5)  # N = 12
+    x = torch.randn(4, 10, 8)
+    # per layer and token: the gates' Linear D -> n_proj N and the output Linear N -> D
+    assert count_flops(lambda: model(x)) == 2 * 4 * 10 * (8 * n_proj * 12 + 12 * 8) * 2
 
 
 @pytest.mark.parametrize("fields,field", [

@@ -9,9 +9,9 @@ from test_report_fixtures import (MACHINE, MODELS, run_result, write_bench, writ
                              write_newer_schema, write_run)
 from seqarena.errors import UserError
 from seqarena.report import collect, write_report
-from seqarena.report.speed import crossovers
+from seqarena.report.speed import bench_crossovers, roofline_chart
 from seqarena.report.style import FAMILY_COLOURS, Palette
-from seqarena.results import BenchResult, write_results
+from seqarena.results import write_results
 
 
 def report(paths, tmp_path, name="report.html"):
@@ -69,7 +69,8 @@ def test_page_loads_nothing_from_elsewhere(full_report):
 def test_every_chart_is_inline_svg_with_png_and_svg_copies_beside_it(full_report):
     root, html, _ = full_report
     slugs = re.findall(r'<figure id="fig-([^"]+)">', html)
-    assert {"throughput", "memory", "mfu", "decode", "metric_vs_length_adding"} <= set(slugs)
+    assert {"throughput", "memory", "mfu", "roofline", "decode",
+            "metric_vs_length_adding"} <= set(slugs)
     assert html.count('<svg') == len(slugs) == html.count('class="chart"')
     for slug in slugs:
         png = root / "report_figures" / f"{slug}.png"
@@ -92,24 +93,26 @@ def test_machine_and_reproducing_command_are_on_the_page(full_report):
     assert "seqarena compare --out" in html
 
 
-def test_crossover_is_interpolated_on_log_log_axes():
-    def line(model, tps):
-        family = "attention" if model == "transformer" else "recurrent"
-        return [BenchResult(model, "seqarena", "train", L, 8, 64, 1, 1, "cpu", "float32", v,
-                            None, None, None, None, family=family)
-                for L, v in zip((64, 1024), tps)]
+def test_the_report_marks_the_crossovers_the_bench_wrote_without_finding_its_own(tmp_path):
+    d = write_bench(tmp_path / "b")
+    bench = collect([d]).benches[0]
+    written = [c for c in bench.crossovers if c["kind"] == "overtakes" and c["mode"] == "train"]
+    drawn = bench_crossovers([bench], "train")
+    assert [(c["other"], c["leader"], c["at"]) for c in drawn] == \
+        [(c["other"], c["leader"], c["at"]) for c in written] and drawn
+    assert all(c["result"].model == c["other"] and c["result"].seq_len == c["at"] for c in drawn)
+    bench.crossovers = []  # nothing written: nothing drawn, whatever the lines do
+    assert bench_crossovers([bench], "train") == []
 
-    # lstm flat at 100 tokens/s; transformer from 400 to 25: log ratios -ln4 and +ln4 cross
-    # halfway between log 64 and log 1024, at L = 256, where the lstm line is at 100.
-    found = crossovers({"lstm": line("lstm", (100, 100)),
-                        "transformer": line("transformer", (400, 25))}, "train")
-    assert len(found) == 1
-    c = found[0]
-    assert (c.winner, c.loser, c.between) == ("lstm", "transformer", (64, 1024))
-    assert c.at == pytest.approx(256.0)
-    assert c.value == pytest.approx(100.0)
-    assert crossovers({"lstm": line("lstm", (100, 100)), "gru": line("gru", (400, 25))},
-                      "train") == []  # same family: not a recurrent-against-attention crossover
+
+def test_the_roofline_chart_draws_both_roofs_from_the_bench_file(tmp_path):
+    bench = collect([write_bench(tmp_path / "b")]).benches[0]
+    chart = roofline_chart([bench], Palette({"lstm": "recurrent", "transformer": "attention"}))
+    assert chart is not None and chart.slug == "roofline"
+    roof = chart.fig.axes[0].lines[0]
+    x, y = roof.get_xdata(), roof.get_ydata()
+    assert max(y) == pytest.approx(1e11)  # the flat roof: the matmul peak
+    assert y[0] == pytest.approx(2e10 * x[0])  # the slope: bandwidth x intensity
 
 
 def test_colours_come_from_each_model_s_family_as_its_results_state_it():
@@ -201,7 +204,8 @@ def test_bench_results_are_read_with_the_bench_own_crossover_lines(tmp_path):
     d = write_bench(tmp_path / "b")
     found = collect([d])
     assert len(found.benches) == 1 and len(found.benches[0].results) > 0
-    assert found.benches[0].crossovers[0].startswith("train: lstm overtakes transformer")
+    assert any(c["text"].startswith("train: ") and " overtakes " in c["text"]
+               for c in found.benches[0].crossovers)
     (d / "bench.json").rename(d / "results.json")  # the name the report also accepts
     assert len(collect([d]).benches) == 1
 

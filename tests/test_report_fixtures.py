@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from seqarena.bench.summary import crossovers
 from seqarena.results import SCHEMA_VERSION, BenchResult, RunResult, write_results
 
 MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "threads": 2, "gpu": None, "torch": "2.13.0",
@@ -96,7 +97,8 @@ def bench_rows() -> list[BenchResult]:
                     tokens_per_s=None if oom else tps * f,
                     latency_s=None if oom else 16 * L / (tps * f), flops=1e9,
                     mfu=None if oom else 0.1 + 0.05 * i, peak_mem_bytes=None if oom else mem,
-                    status="oom" if oom else "ok", family=FAMILIES[m]))
+                    status="oom" if oom else "ok", bytes_moved=1e9 / (2 + i) / (L / 64),
+                    intensity=None if oom else (2 + i) * (L / 64), family=FAMILIES[m]))
         for pos in (64, 256, 1024, 4096):
             lat = 2e-4 * (1 + pos / 512) if attention else 2e-4
             state = 16 * 128 * 4 * (pos * 2 if attention else 1)  # KV cache grows, h_t does not
@@ -114,9 +116,8 @@ def bench_rows() -> list[BenchResult]:
 
 def write_bench(d: Path) -> Path:
     write_results(d / "bench.json", "bench", bench_rows(), machine=MACHINE,
-                  command=["seqarena", "bench", "--quick"], peak_flops={"cpu/float32": 1e11},
-                  crossovers=["train: lstm overtakes transformer at L=1024 (2.00x; transformer "
-                              "faster up to L=256)"])
+                  command=["seqarena", "bench", "--quick"], peak_flops={"cpu/float32/2t": 1e11},
+                  peak_bandwidth={"cpu/float32/2t": 2e10}, crossovers=crossovers(bench_rows()))
     return d
 
 

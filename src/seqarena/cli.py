@@ -50,6 +50,18 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _keep_denormals(ctx, param, value) -> None:
+    from seqarena.runtime import set_keep_denormals
+
+    set_keep_denormals(value)
+
+
+keep_denormals_option = click.option(
+    "--keep-denormals", is_flag=True, expose_value=False, callback=_keep_denormals,
+    help="Keep subnormal floats instead of flushing them to zero on CPU (they can slow a "
+         "recurrence 4-10x; also SEQARENA_KEEP_DENORMALS=1).")
+
+
 def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2))
 
@@ -215,6 +227,7 @@ def _training_options(f):
                      help="Another task parameter (repeatable)."),
         click.option("--tensorboard", is_flag=True, default=None,
                      help="Also write TensorBoard event files beside metrics.jsonl."),
+        keep_denormals_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -298,10 +311,11 @@ def _flag_layer(given: dict) -> dict:
 @_training_options
 def train(config_file, resume, nproc, **given):
     """Train one model on one task into runs/<name>/."""
-    from seqarena import distributed
+    from seqarena import distributed, runtime
     from seqarena.config import resolve_config
     from seqarena.train import train as run_training, train_processes
 
+    runtime.setup()
     try:
         if given.get("lr") == "auto":
             raise UserError("--lr auto picks rates across a comparison (seqarena compare); "
@@ -359,10 +373,12 @@ def _csv(value: str | None, kind: type, flag: str):
 @_training_options
 def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, resume, **given):
     """Train several models on one task under one budget, side by side (the main job)."""
+    from seqarena import runtime
     from seqarena.compare import compare as run_compare, compare_config_from, table_rows
     from seqarena.config import read_toml
     from seqarena.table import format_table
 
+    runtime.setup()
     lists = {"models": _csv(models, str, "--models"), "seq_lens": _csv(seq_lens, int, "--seq-lens"),
              "seeds": _csv(seeds, int, "--seeds"), "lr_grid": _csv(lr_grid, float, "--lr-grid"),
              "lr_budget": lr_budget, "jobs": jobs}
@@ -441,7 +457,7 @@ def tasks(names: tuple[str, ...], as_json: bool):
 @click.option("--dtype", help="Comma-separated of float32, bfloat16, float16 (default: float32).")
 @click.option("--peers", is_flag=False, flag_value="all",
               help="Also time other implementations (torch-transformer, torch-lstm, torch-gru, "
-                   "x-transformers, mingru-pytorch, mambapy, manual-attention): comma-separated "
+                   "x-transformers, x-transformers-default, mingru-pytorch, mambapy, manual-attention): comma-separated "
                    "names, or no value for all.")
 @click.option("--quick", is_flag=True, help="Every model at three short lengths, small shapes.")
 @click.option("--time-budget", type=float,
@@ -451,8 +467,13 @@ def tasks(names: tuple[str, ...], as_json: bool):
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Directory for bench.json and bench.csv (default: runs/bench-<date>-<time>).")
+@click.option("--baseline", type=click.Path(dir_okay=False),
+              help="An earlier bench.json: print each point as a ratio to its figure there, with "
+                   "an interval, flagging moves outside the noise.")
+@click.option("--rounds", type=int, help="Rounds per point, contenders interleaved (default: 3).")
+@keep_denormals_option
 def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device, dtype, peers,
-          quick, time_budget, min_run_time, as_json, out):
+          quick, time_budget, min_run_time, as_json, out, baseline, rounds):
     """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers.
 
     On a machine whose cores are all busy already, OpenMP threads wait passively instead of
@@ -461,6 +482,9 @@ def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device,
     from seqarena.bench.openmp import choose_wait_policy
 
     choose_wait_policy()  # before torch loads OpenMP
+    from seqarena import runtime
+
+    runtime.setup()  # before the first parallel loop starts OpenMP's threads, which inherit it
     from seqarena.bench.command import bench as run_bench, config_from_options, parse_list, render
 
     config = config_from_options(
@@ -469,14 +493,15 @@ def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device,
         d_models=parse_list("--d-model", d_model, int), layers=parse_list("--layers", layers, int),
         modes=parse_list("--modes", modes), threads=parse_list("--threads", threads, int),
         devices=parse_list("--device", device), dtypes=parse_list("--dtype", dtype),
-        peers=parse_list("--peers", peers), time_budget_s=time_budget, min_run_time_s=min_run_time)
+        peers=parse_list("--peers", peers), time_budget_s=time_budget, min_run_time_s=min_run_time,
+        rounds=rounds)
 
     def progress(r):
         speed = f"{r.tokens_per_s:,.0f} tok/s" if r.tokens_per_s else r.status
         click.echo(f"  {r.model} ({r.impl}) {r.mode} L={r.seq_len} B={r.batch} "
                    f"{r.device}/{r.threads}t: {speed}", err=True)
 
-    run = run_bench(config, out, on_result=progress)
+    run = run_bench(config, out, on_result=progress, baseline=baseline)
     if as_json:
         echo_json(run.doc)
     else:
@@ -503,18 +528,32 @@ def report(paths, out):
 # --- analyze --------------------------------------------------------------------------------
 
 @cli.group()
+@keep_denormals_option
 def analyze():
     """Look inside the models: gradient flow through time, attention maps, hidden states."""
+    from seqarena import runtime
+
+    runtime.setup()
+
+
+class _GradientOption(click.Option):
+    """An option of `analyze gradients` whose help shows GradientConfig's default, read only when
+    help is shown: seqarena.analyze imports torch, which must not load when this module does
+    (`seqarena bench` chooses OpenMP's wait policy before torch starts OpenMP)."""
+
+    def get_help_record(self, ctx):
+        from seqarena.analyze import GradientConfig
+        from seqarena.config import default
+
+        value = default(GradientConfig, self.name)
+        shown = ",".join(value) if isinstance(value, tuple) else value
+        names, text = super().get_help_record(ctx)
+        return names, f"{text} [default: {shown}]"
 
 
 def _gradient_option(name: str, help_text: str, kind: type | None = None):
-    """An option of `analyze gradients` whose shown default is GradientConfig's."""
-    from seqarena.analyze import GradientConfig
-    from seqarena.config import default
-
-    value = default(GradientConfig, name)
-    shown = ",".join(value) if isinstance(value, tuple) else value
-    return click.option(f"--{name.replace('_', '-')}", type=kind, help=f"{help_text} [default: {shown}]")
+    return click.option(f"--{name.replace('_', '-')}", type=kind, help=help_text,
+                        cls=_GradientOption)
 
 
 @analyze.command()

@@ -22,7 +22,9 @@ a pool of local processes for --jobs N, the same numbers as one at a time.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -60,6 +62,17 @@ DEFAULT_GRID = (3e-4, 1e-3, 3e-3, 1e-2)  # --lr auto's log grid: half a decade a
 UNBOUNDED_STEPS = 10**9  # the steps of a run that only a time budget ends
 TOLERANCE = 0.10  # parameter counts must land within 10 % of the target
 SEARCH_DIR = "lr-search"  # the search's runs, beside the comparison's
+
+
+def run_dir_name(model: str, seq_len: int, seed: int) -> str:
+    """<model>-L<seq_len>-s<seed> as a plain directory name for any model name: a plug-in's
+    `package.module:factory` becomes `package.module+factory` plus a short hash of the name
+    (whenever a character had to change), so two models never share a directory."""
+    safe = re.sub(r"[^\w.+=-]", "+", model)
+    if safe != model:
+        safe = ("" if re.match(r"\w", safe) else "plugin") + safe + "." + \
+            hashlib.sha1(model.encode()).hexdigest()[:6]
+    return f"{safe}-L{seq_len}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -298,7 +311,7 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None,
     def run_config(s: Sizing, L: int, seed: int, lr: float) -> TrainConfig:
         return dataclasses.replace(cfg.train, model=s.model, seq_len=L, seed=seed, lr=lr,
                                    d_model=s.d_model, model_args=s.model_args, out=str(out),
-                                   name=f"{s.model}-L{L}-s{seed}")
+                                   name=run_dir_name(s.model, L, seed))
 
     lrs = {s.model: cfg.train.lr for s in sizes}
     search_doc = None

@@ -107,7 +107,7 @@ def trial_config(base: TrainConfig, lr: float, rung: int, budget: float, time_bu
     limit = {"budget_seconds": budget} if time_budget else {"steps": int(budget)}
     return dataclasses.replace(base, lr=lr, final_split="val", eval_every=0, patience=0,
                                checkpoint_every=0, keep_checkpoints=1, tensorboard=False,
-                               out=str(out), name=f"{base.model}-L{base.seq_len}-lr{lr:g}-r{rung}",
+                               out=str(out), name=f"{base.run_name}-lr{lr:g}-r{rung}",
                                **limit)
 
 

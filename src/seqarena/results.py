@@ -20,6 +20,7 @@ import torch
 from seqarena import __version__
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json
+from seqarena.runtime import float_settings
 
 SCHEMA_VERSION = 2  # 2: RunResult's extra dict became named fields; analyses use this schema
 
@@ -47,6 +48,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "seqarena": __version__,
+        **float_settings(),
     }
 
 
@@ -119,6 +121,10 @@ class BenchResult:
     status: str = "ok"  # "ok", "oom", "timeout", "error", "unsupported"
     family: str = ""  # the family of the model timed ("recurrent", "attention", ...)
     extra: dict[str, Any] = field(default_factory=dict)  # spread, params, state bytes, position ...
+    round_s: list[float] = field(default_factory=list)  # each round's median seconds, in order
+    bytes_moved: float | None = None  # bytes the step's ops read and write (seqarena.flops)
+    mbu: float | None = None  # bytes/s over the measured memory bandwidth (the second roof)
+    intensity: float | None = None  # arithmetic intensity: FLOPs per byte moved
 
 
 @dataclass

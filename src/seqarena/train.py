@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqarena import checkpoint, distributed
+from seqarena import checkpoint, distributed, runtime
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json, atomic_write_text
 from seqarena.config import RESUMABLE_CHANGES, TrainConfig, normalized
@@ -453,6 +453,7 @@ def train_processes(cfg: TrainConfig, nproc: int, resume: bool = False) -> RunRe
 
 
 def _train_rank(fields: dict[str, Any], resume: bool) -> RunResult:
+    runtime.setup()  # a spawned rank starts with torch's defaults
     return train(TrainConfig(**fields), resume).result
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seqarena.bench.openmp import load_average
-from seqarena.bench.summary import (crossovers, device_speedup, format_results, speedup_lines,
-                                    thread_scaling, write_outputs)
+from seqarena.bench.summary import (baseline_lines, baseline_ratios, crossovers, device_speedup,
+                                    format_results, peer_ratios, speedup_lines, thread_scaling,
+                                    write_outputs)
 from seqarena.bench.sweep import SweepConfig, all_cores, quick_config, run_sweep
 from seqarena.errors import UserError
 from seqarena.report import write_report
-from seqarena.results import BenchResult, machine_info
+from seqarena.results import BenchResult, machine_info, read_results
 
 
 def parse_list(flag: str, text: str | None, kind: type = str) -> tuple | None:
@@ -55,9 +56,21 @@ class BenchRun:
     files: list[Path]
 
 
+def read_baseline(path: str | Path) -> list[BenchResult]:
+    """The results of an earlier bench.json, to compare against (one line if it is not one)."""
+    doc = read_results(path)
+    if doc.get("kind") != "bench":
+        raise UserError(f"{path}: a baseline must be a bench.json, this is a {doc.get('kind')} "
+                        f"results file")
+    return doc["results"]
+
+
 def bench(config: SweepConfig, out: str | Path | None = None,
-          on_result: Callable[[BenchResult], None] | None = None) -> BenchRun:
-    """Run the sweep, then write bench.json and bench.csv into `out` (default runs/bench-*)."""
+          on_result: Callable[[BenchResult], None] | None = None,
+          baseline: str | Path | None = None) -> BenchRun:
+    """Run the sweep, then write bench.json and bench.csv into `out` (default runs/bench-*);
+    with `baseline` (an earlier bench.json), each point is also set against its figure there."""
+    old = read_baseline(baseline) if baseline is not None else None
     started, load = time.perf_counter(), load_average()
     report = run_sweep(config, on_result)
     if load >= 0.5 * all_cores():
@@ -65,13 +78,18 @@ def bench(config: SweepConfig, out: str | Path | None = None,
                     f"{all_cores()} cores): timings are noisy and more threads can look slower")
     summary = {
         "crossovers": crossovers(report.results),
+        "peer_ratios": peer_ratios(report.results),
         "thread_scaling": thread_scaling(report.results),
         "device_speedup": device_speedup(report.results),
         "peak_paths": report.peak_paths,
+        "peak_bandwidth": report.peak_bandwidth,
         "notes": report.notes,
         "sweep": dataclasses.asdict(config),
         "wall_s": time.perf_counter() - started,
     }
+    if old is not None:
+        summary["baseline"] = {"path": str(baseline),
+                               "points": baseline_ratios(report.results, old)}
     out = Path(out) if out is not None else default_out()
     machine = {**machine_info(), "load_average": load, "omp_wait_policy": os.environ.get(
         "OMP_WAIT_POLICY")}
@@ -88,12 +106,19 @@ def render(run: BenchRun) -> str:
     lines += [f"  {key} {flops / 1e9:.1f} GFLOP/s (" + ", ".join(
         f"{path} {f / 1e9:.1f}" for path, f in doc["peak_paths"].get(key, {}).items()) + ")"
         for key, flops in doc["peak_flops"].items()]
-    crossing = [line for line in doc["crossovers"] if " overtakes " in line]
+    lines += ["memory bandwidth (STREAM triad), the second roof:"]
+    lines += [f"  {key} {bw / 1e9:.1f} GB/s" for key, bw in doc["peak_bandwidth"].items()]
+    crossing = [c["text"] for c in doc["crossovers"] if c["kind"] == "overtakes"]
     steady = len(doc["crossovers"]) - len(crossing)
     if steady:
         crossing.append(f"{steady} other pairs: the same one faster at every length measured "
                         f"(each in bench.json)")
+    baseline = doc.get("baseline")
     sections = [("crossovers", crossing),
+                ("ours over peers (median of per-round ratios [interval])",
+                 [row["text"] for row in doc["peer_ratios"]]),
+                (f"against the baseline {baseline['path']}" if baseline else "",
+                 baseline_lines(baseline["points"]) if baseline else []),
                 ("thread scaling", speedup_lines(doc["thread_scaling"], "threads")),
                 ("GPU over CPU", speedup_lines(doc["device_speedup"], "GPU/CPU")),
                 ("notes", doc["notes"])]

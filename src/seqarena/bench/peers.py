@@ -12,18 +12,15 @@ All We Needed?"; mambapy (alxndrTL) `Mamba`, after Gu & Dao 2023, "Mamba".
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from seqarena.bench.flops import rnn_matmul_flops
 from seqarena.errors import UserError
+from seqarena.flops import hidden_rnn_flops
 from seqarena.models import Backbone, make_config
 from seqarena.registry import Registry
 
@@ -77,27 +74,6 @@ def peer(name: str, model: str, impl: str, package: str | None = None):
     return PEERS.decorator(name, lambda make: Peer(name, model, impl, package, make))
 
 
-def attention_flops(batch: int, seq_len: int, d_model: int) -> float:
-    """q k^T and att v over all heads: 2 matmuls of 2 * B * L * L * D FLOPs (full square, as
-    torch's SDPA formulas count it, causal or not)."""
-    return 4.0 * batch * seq_len * seq_len * d_model
-
-
-@functools.lru_cache(maxsize=None)
-def _sdpa_counted(device_type: str, dtype: torch.dtype) -> bool:
-    q = torch.zeros(1, 1, 4, 8, device=device_type, dtype=dtype)
-    with FlopCounterMode(display=False) as counter:
-        F.scaled_dot_product_attention(q, q, q, is_causal=True)
-    return counter.get_total_flops() > 0
-
-
-def sdpa_hidden(module: nn.Module) -> bool:
-    """Whether FlopCounterMode misses the SDPA kernel on this module's device and dtype (torch
-    2.13 has formulas for the CUDA kernels, none for the CPU flash kernel)."""
-    p = next(module.parameters())
-    return not _sdpa_counted(p.device.type, p.dtype)
-
-
 # --- torch.nn -------------------------------------------------------------------------------------
 
 @peer("torch-transformer", "transformer", "torch.nn.TransformerEncoderLayer")
@@ -130,13 +106,6 @@ class TorchTransformer(Backbone):
             x = block(x, src_mask=causal_mask, is_causal=self.causal)
         return self.norm(x)
 
-    def forward_flops(self, batch: int, seq_len: int) -> float:
-        """Forward FLOPs in full. In eval mode without autograd torch runs its fused fast path
-        (one op per block), which FlopCounterMode does not see at all, so nothing is counted."""
-        D, F, tokens = self.shape.d_model, self.shape.d_ff, batch * seq_len
-        per_block = 2.0 * tokens * (4 * D * D + 2 * D * F) + attention_flops(batch, seq_len, D)
-        return self.shape.layers * per_block
-
 
 class TorchRNN(Backbone):
     """A bare torch.nn.LSTM or GRU, D -> D, K layers: the kernel our lstm/gru wrap."""
@@ -164,10 +133,7 @@ class TorchRNN(Backbone):
     def uncounted_flops(self, batch: int, seq_len: int) -> float:
         """The kernel's matmuls less what the counter sees of them on this device and dtype."""
         x = self.rnn.weight_hh_l0.new_zeros(1, 1, self.rnn.input_size)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            self.rnn(x)
-        visible = counter.get_total_flops() * batch * seq_len
-        return max(0.0, rnn_matmul_flops(self.rnn, batch, seq_len) - visible)
+        return hidden_rnn_flops(self.rnn, lambda: self.rnn(x), batch * seq_len)
 
 
 @peer("torch-lstm", "lstm", "torch.nn.LSTM")
@@ -201,10 +167,26 @@ class XTransformers(Backbone):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
 
-    def uncounted_flops(self, batch: int, seq_len: int) -> float:
-        if not sdpa_hidden(self):
-            return 0.0
-        return self.shape.layers * attention_flops(batch, seq_len, self.shape.d_model)
+
+@peer("x-transformers-default", "transformer", "x-transformers (defaults)",
+      package="x_transformers")
+class XTransformersDefault(Backbone):
+    """x-transformers Encoder / Decoder as its README builds one: our width, depth and heads,
+    every other setting its own default (head width 64, feed-forward 4 x D, attention written
+    out rather than flash); the configuration a newcomer would time first."""
+
+    family = "attention"
+
+    def __init__(self, shape: Shape):
+        super().__init__(shape)
+        from x_transformers import Decoder, Encoder
+
+        self.causal = shape.causal
+        self.net = (Decoder if shape.causal else Encoder)(dim=shape.d_model, depth=shape.layers,
+                                                          heads=shape.heads)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
 
 
 @peer("mingru-pytorch", "mingru", "minGRU-pytorch", package="minGRU_pytorch")

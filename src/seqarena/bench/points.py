@@ -17,15 +17,15 @@ from __future__ import annotations
 import ctypes
 import gc
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from seqarena.bench.flops import BACKWARD_FACTOR, counted_flops, total_flops, uncounted_flops
-from seqarena.bench.timer import Timing, num_threads, time_call, time_steps
+from seqarena.bench.timer import Timing, num_threads, time_call, time_round, time_steps
 from seqarena.errors import UserError
+from seqarena.flops import count_bytes, count_flops, total_flops, training_flops
 from seqarena.memory import PeakMemory
 from seqarena.models import StepNotSupported
 
@@ -33,10 +33,6 @@ from seqarena.models import StepNotSupported
 
 MODES = ("train", "forward", "prefill", "decode")
 THROUGHPUT_MODES = ("train", "forward", "prefill")
-
-# fast path -> the reference it must match before it is timed
-REFERENCE_IMPL = {"fused": "scratch", "scan": "sequential", "chunked": "sequential",
-                  "logscan": "sequential", "sdpa": "manual"}
 
 # max |fast - reference| allowed, relative to 1 + max |reference|, by the dtype being timed
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-8, torch.bfloat16: 5e-2, torch.float16: 1e-2}
@@ -90,33 +86,38 @@ class Workload:
             outputs.append(y_t)
         return torch.stack(outputs, dim=1)
 
-    def flops(self, run, batch: int, seq_len: int, mode: str) -> float | None:
-        """FLOPs of run() in `mode`: a forward over (B, L), plus its backward for train; an
-        encoder-decoder's prefill runs only its encoder."""
-        scale = 1.0 + BACKWARD_FACTOR if mode == "train" else 1.0
-        if hasattr(type(self.module), "forward_flops"):  # a peer the counter cannot see at all
-            return scale * self.module.forward_flops(batch, seq_len)
+    def flops(self, x: torch.Tensor, mode: str) -> float | None:
+        """FLOPs of one call in `mode` over x (B, L, D), by seqarena.flops's convention: the
+        forward as counted plus what the model declares, 3x that for a training step; an
+        encoder-decoder's prefill runs only its encoder (and the decoder's start state).
+
+        The forward is counted in eval mode with autograd on: the path a training step takes
+        (no fused inference kernels the counter cannot see), without dropout's randomness.
+        """
+        batch, seq_len = x.shape[:2]
         part = self.encoder if self.seq2seq and mode == "prefill" else self.module
-        uncounted = None if part is None else uncounted_flops(part, batch, seq_len)
-        counted = counted_flops(run)
-        return total_flops(counted, None if uncounted is None else scale * uncounted)
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.enable_grad():
+                counted = count_flops(lambda: self.prefill(x) if mode == "prefill"
+                                      else self.forward(x))
+        finally:
+            self.module.train(was_training)
+        forward = total_flops(counted, part.uncounted_flops(batch, seq_len))
+        return training_flops(forward) if mode == "train" else forward
 
     def step_uncounted(self, batch: int, position: int) -> float | None:
         """Hidden FLOPs of the step at `position`: a `position`-token forward's share per token.
 
-        Linear in L for recurrences (each token costs the same) and exact for attention, whose
-        full-square count 4 B L^2 D gives the 4 B L D a token spends on L keys. An
+        Linear in L for recurrences (each token costs the same; the counter sees attention). An
         encoder-decoder's encoder is left out: it ran once, before decoding.
         """
-        hidden = uncounted_flops(self.module, batch, position)
+        hidden = self.module.uncounted_flops(batch, position)
         if hidden is None:
             return None
         if self.seq2seq:
-            encoder = self.encoder
-            encoded = None if encoder is None else uncounted_flops(encoder, batch, position)
-            if encoded is None:
-                return None
-            hidden -= encoded
+            hidden -= self.encoder.uncounted_flops(batch, position) or 0.0
         return hidden / position
 
 
@@ -129,6 +130,25 @@ class Measured:
     flops: float | None
     peak_mem_bytes: int | None
     extra: dict[str, Any]
+    bytes_moved: float | None = None  # bytes the call's ops read and write (seqarena.flops)
+    round_s: list[float] = field(default_factory=list)  # each round's median seconds
+
+
+@dataclass
+class Prepared:
+    """A throughput point ready to time: its call, and what its untimed first call measured."""
+
+    fn: Callable[[], object]
+    device: torch.device
+    threads: int
+    tokens: int
+    flops: float | None
+    bytes_moved: float | None
+    peak_mem_bytes: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def time_round(self, min_run_time: float) -> Timing:
+        return time_round(self.fn, self.device, self.threads, min_run_time)
 
 
 def release_freed_memory(device: torch.device) -> None:
@@ -166,41 +186,50 @@ def train_step(workload: Workload, x: torch.Tensor):
     return step
 
 
-def measure_throughput(workload: Workload, mode: str, x: torch.Tensor, threads: int,
-                       min_run_time: float, flops_cache: dict | None = None) -> Measured:
-    """Time a train step, a training forward or a prefill over x (B, L, D).
-
-    The warm-up call is the one whose memory is sampled and whose FLOPs are counted: both slow
-    it down, and neither belongs in the timed calls that follow.
-    """
-    device, (batch, seq_len, _) = x.device, x.shape
+def throughput_call(workload: Workload, mode: str, x: torch.Tensor) -> Callable[[], object]:
+    """The call a throughput mode times: a train step, a training forward or a prefill."""
     workload.module.train(mode != "prefill")
     if mode == "train":
-        fn = train_step(workload, x)
-    elif mode == "forward":
-        def fn():
-            workload.forward(x)
-    elif mode == "prefill":
-        def fn():
+        return train_step(workload, x)
+    if mode == "forward":
+        return lambda: workload.forward(x)
+    if mode == "prefill":
+        def prefill():
             with torch.inference_mode():
                 workload.prefill(x)
-    else:
-        raise ValueError(f"unknown throughput mode {mode!r}")
-    key = (mode, batch, seq_len)
+        return prefill
+    raise ValueError(f"unknown throughput mode {mode!r}")
+
+
+def prepare_throughput(workload: Workload, mode: str, x: torch.Tensor, threads: int,
+                       counts_cache: dict | None = None) -> Prepared:
+    """Run the call once untimed (warm-up, and the real step whose peak memory is sampled, for
+    every contender), then count its FLOPs and bytes (cached per mode and shape: counting is
+    slow, and the counts do not change between calls)."""
+    device, (batch, seq_len, _) = x.device, x.shape
+    fn = throughput_call(workload, mode, x)
     release_freed_memory(device)
     with num_threads(threads), PeakMemory(device) as memory:
-        if flops_cache is not None and key in flops_cache:
-            fn()
-        else:
-            flops = workload.flops(fn, batch, seq_len, mode)
-            if flops_cache is not None:
-                flops_cache[key] = flops
-    flops = flops_cache[key] if flops_cache is not None else flops
-    timing = time_call(fn, device, threads, min_run_time=min_run_time, warmup=0)
+        fn()
+    key = (mode, batch, seq_len)
+    cache = counts_cache if counts_cache is not None else {}
+    if key not in cache:
+        with num_threads(threads):
+            cache[key] = (workload.flops(x, mode), count_bytes(fn))
+    flops, moved = cache[key]
+    return Prepared(fn, device, threads, batch * seq_len, flops, moved, memory.peak_bytes)
+
+
+def measure_throughput(workload: Workload, mode: str, x: torch.Tensor, threads: int,
+                       min_run_time: float, counts_cache: dict | None = None) -> Measured:
+    """Time a train step, a training forward or a prefill over x (B, L, D), on its own."""
+    point = prepare_throughput(workload, mode, x, threads, counts_cache)
+    timing = time_call(point.fn, point.device, threads, min_run_time=min_run_time, warmup=0)
     if mode == "train":
         workload.module.zero_grad(set_to_none=True)
-    return Measured(timing, batch * seq_len, flops, memory.peak_bytes,
-                    {"iqr_s": timing.iqr_s, "runs": timing.runs})
+    return Measured(timing, point.tokens, point.flops, point.peak_mem_bytes,
+                    {"iqr_s": timing.iqr_s, "runs": timing.runs}, point.bytes_moved,
+                    [timing.median_s])
 
 
 def measure_decode(workload: Workload, position: int, batch: int, d_model: int,
@@ -236,12 +265,13 @@ def measure_decode(workload: Workload, position: int, batch: int, d_model: int,
         release_freed_memory(device)
         with PeakMemory(device) as memory:
             one_step()
-        counted = counted_flops(one_step)
+        counted = count_flops(one_step)
+        moved = count_bytes(one_step)
     timing = Timing.of(samples)
     return Measured(timing, batch, total_flops(counted, workload.step_uncounted(batch, position)),
                     memory.peak_bytes,
                     {"position": position, "state_bytes": state_bytes, "iqr_s": timing.iqr_s,
-                     "runs": timing.runs})
+                     "runs": timing.runs}, moved, [timing.median_s])
 
 
 def tensor_bytes(state: Any) -> int:
@@ -266,36 +296,58 @@ def tensor_bytes(state: Any) -> int:
     return visit(state)
 
 
-def check_paths(workload: Workload, reference: Workload | None, d_model: int,
-                device: torch.device, dtype: torch.dtype) -> str | None:
-    """Why this backbone must not be timed, or None: its fast path must match the reference
-    with the same weights, and step-by-step decoding must match the parallel forward."""
-    x = make_input(2, 8, d_model, device, dtype, seed=3)
+def check_paths(workload: Workload, device: torch.device, dtype: torch.dtype,
+                backward: bool = True) -> str | None:
+    """Why this backbone must not be timed, or None. With the same weights, on a tiny input:
+    its fast path's output and (with `backward`, before a training step is timed) its gradients
+    must match its reference() path's; step-by-step decoding must match the parallel forward."""
+    x = make_input(2, 8, workload.module.d_model, device, dtype, seed=3)
     tolerance = TOLERANCE.get(dtype, 1e-2)
     was_training = workload.module.training
     workload.module.eval()
     try:
+        reference_module = workload.module.reference()
+        if reference_module is not None:
+            reference = Workload(reference_module.to(device, torch.float32).eval())
+            for what, got, expected in _against_reference(workload, reference, x, backward):
+                error = _relative_error(got, expected)
+                if not error <= tolerance:
+                    return (f"its {what} differs from the reference path by {error:.3g} "
+                            f"(tolerance {tolerance:g})")
         with torch.no_grad():
             y = workload.forward(x).float()  # (2, 8, D)
-            if reference is not None:
-                reference.module.load_state_dict(workload.module.state_dict())
-                reference.module.to(device, torch.float32).eval()
-                expected = reference.forward(x.float())
-                error = _relative_error(y, expected)
-                if not error <= tolerance:
-                    return (f"its output differs from the reference path by {error:.3g} "
-                            f"(tolerance {tolerance:g})")
             try:
                 stepped = workload.stepwise(x).float()
             except NoStep:
                 return None
-            error = _relative_error(stepped, y)
-            if not error <= tolerance:
-                return (f"step-by-step decoding differs from its forward by {error:.3g} "
-                        f"(tolerance {tolerance:g})")
+        error = _relative_error(stepped, y)
+        if not error <= tolerance:
+            return (f"step-by-step decoding differs from its forward by {error:.3g} "
+                    f"(tolerance {tolerance:g})")
     finally:
+        workload.module.zero_grad(set_to_none=True)
         workload.module.train(was_training)
     return None
+
+
+def _against_reference(fast: Workload, reference: Workload, x: torch.Tensor, backward: bool):
+    """(what, fast's figure, the reference's) for the output and, with `backward`, the
+    gradients of a mean-square loss with respect to the input and every parameter."""
+    results = []
+    for workload, inputs in ((fast, x), (reference, x.float())):
+        inputs = inputs.detach().requires_grad_(backward)
+        with torch.set_grad_enabled(backward):
+            y = workload.forward(inputs)
+            if backward:
+                y.float().square().mean().backward()
+        grads = {"input gradient": inputs.grad} if backward else {}
+        if backward:
+            grads.update((f"gradient of {name}", p.grad if p.grad is not None
+                          else torch.zeros_like(p))
+                         for name, p in workload.module.named_parameters())
+        results.append({"output": y.detach(), **grads})
+    got, expected = results
+    return [(what, got[what].float(), expected[what].float()) for what in got if what in expected]
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

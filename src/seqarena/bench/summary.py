@@ -1,4 +1,6 @@
-"""What a sweep means: crossovers, thread and GPU speed-ups, the terminal table, CSV and JSON."""
+"""What a sweep means: crossovers, ratios to peers and to a baseline, thread and GPU speed-ups,
+the terminal table, CSV and JSON. Computed here once; bench.json holds them as named records and
+the report draws those."""
 
 from __future__ import annotations
 
@@ -6,7 +8,9 @@ import csv
 import dataclasses
 import io
 import itertools
+import math
 import os
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,44 +30,109 @@ def _context_label(key: tuple) -> str:
             f"{layers} layer{'s' * (layers != 1)}")
 
 
-def crossovers(results: Iterable[BenchResult]) -> list[str]:
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: the order statistics x_(k) and x_(n+1-k)
+    with the largest k whose binomial tails stay within 1 - confidence; with few values
+    (n < 6 at 95 %) the full range, which covers the median with probability 1 - 2^(1-n)."""
+    xs, n = sorted(values), len(values)
+    k, tail = 0, 0.0
+    while k < n // 2:
+        p = math.comb(n, k) / 2 ** n
+        if 2 * (tail + p) > 1 - confidence:
+            break
+        tail, k = tail + p, k + 1
+    k = max(k, 1)
+    return xs[k - 1], xs[n - k]
+
+
+def speed_ratio(a: BenchResult, b: BenchResult) -> dict[str, Any]:
+    """a's speed over b's at the same point: the median of the per-round ratios (each round
+    timed both side by side), with its interval; from the medians alone when rounds are
+    missing (then low = high = None)."""
+    if a.round_s and len(a.round_s) == len(b.round_s):
+        ratios = [tb / ta for ta, tb in zip(a.round_s, b.round_s)]
+        low, high = median_interval(ratios)
+        return {"ratio": statistics.median(ratios), "low": low, "high": high,
+                "rounds": len(ratios)}
+    return {"ratio": a.tokens_per_s / b.tokens_per_s, "low": None, "high": None, "rounds": 0}
+
+
+def _interval_text(r: dict[str, Any]) -> str:
+    return "" if r["low"] is None else f" [{r['low']:.2f}-{r['high']:.2f}]"
+
+
+def _within_noise(r: dict[str, Any], a: BenchResult, b: BenchResult) -> bool:
+    """Whether the ratio's interval holds 1 (or, without rounds, the quartile spreads overlap)."""
+    if r["low"] is not None:
+        return r["low"] <= 1.0 <= r["high"]
+    return _overlap(a, b)
+
+
+def _context(key: tuple) -> dict[str, Any]:
+    return dict(zip(CONTEXT, key))
+
+
+def crossovers(results: Iterable[BenchResult]) -> list[dict[str, Any]]:
     """For each mode and pair of our architectures, the shortest L at which one overtakes the
-    other (decode: the position), in one line each. Throughput decides: tokens/s. A crossover
-    whose two timings overlap within their quartile spreads says so: it may be noise."""
+    other (decode: the position), or that one leads at every length. Throughput decides:
+    tokens/s, as the median of per-round ratios. Each crossover is a record with named fields
+    (the report draws these) and its line of text; one whose interval holds 1 says so."""
     table: dict[tuple, dict[str, dict[int, BenchResult]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         if r.status == "ok" and r.impl == "seqarena" and r.mode in CROSSOVER_MODES:
             key = (r.mode, *(getattr(r, c) for c in CONTEXT))
             table[key][r.model][r.seq_len] = r
     several = len({key[1:] for key in table}) > 1
-    lines = []
+    records = []
     for key in sorted(table, key=lambda k: (CROSSOVER_MODES.index(k[0]), k[1:])):
         rows = table[key]
         prefix = f"{key[0]}" + (f" [{_context_label(key[1:])}]" if several else "")
         for a, b in itertools.combinations(sorted(rows), 2):
             lengths = sorted(set(rows[a]) & set(rows[b]))
             if lengths:
-                lines.append(f"{prefix}: {_crossover(a, b, lengths, rows)}")
-    return lines
+                record = {"mode": key[0], **_context(key[1:]),
+                          **_crossover(a, b, lengths, rows)}
+                record["text"] = f"{prefix}: {record['text']}"
+                records.append(record)
+    return records
 
 
-def _crossover(a: str, b: str, lengths: list[int], rows: dict[str, dict[int, BenchResult]]) -> str:
-    speed = {m: {L: rows[m][L].tokens_per_s for L in lengths} for m in (a, b)}
-    faster = [a if speed[a][L] > speed[b][L] else b for L in lengths]
+def _crossover(a: str, b: str, lengths: list[int],
+               rows: dict[str, dict[int, BenchResult]]) -> dict[str, Any]:
+    ratio = {L: speed_ratio(rows[a][L], rows[b][L]) for L in lengths}  # a over b
+    faster = [a if ratio[L]["ratio"] > 1 else b for L in lengths]
     leader = faster[0]
     other = b if leader == a else a
+
+    def of(winner, L):  # winner's speed over the loser's, with its interval
+        r = ratio[L]
+        if winner == a:
+            return r
+        flip = {"ratio": 1 / r["ratio"], "rounds": r["rounds"], "low": None, "high": None}
+        if r["low"] is not None:
+            flip["low"], flip["high"] = 1 / r["high"], 1 / r["low"]
+        return flip
+
     for i, L in enumerate(lengths):
         if faster[i] != leader:
-            ratio = speed[other][L] / speed[leader][L]
-            noise = "; within the timing spread" if _overlap(rows[a][L], rows[b][L]) else ""
+            r = of(other, L)
+            noise = _within_noise(r, rows[a][L], rows[b][L])
             back = next((M for M, f in zip(lengths[i:], faster[i:]) if f == leader), None)
             again = f"; {leader} ahead again from L={back}" if back is not None else ""
-            return (f"{other} overtakes {leader} at L={L} ({ratio:.2f}x; {leader} faster up to "
-                    f"L={lengths[i - 1]}{noise}){again}")
-    ratio = speed[leader][lengths[-1]] / speed[other][lengths[-1]]
-    span = f"L={lengths[0]}" if len(lengths) == 1 else f"L={lengths[0]}..{lengths[-1]}"
-    return (f"{leader} faster than {other} at every length measured ({span}; {ratio:.2f}x at "
-            f"the longest)")
+            text = (f"{other} overtakes {leader} at L={L} ({r['ratio']:.2f}x{_interval_text(r)}; "
+                    f"{leader} faster up to L={lengths[i - 1]}"
+                    f"{'; within the timing spread' if noise else ''}){again}")
+            return {"kind": "overtakes", "leader": leader, "other": other, "at": L,
+                    "up_to": lengths[i - 1], "again_at": back, "ratio": r["ratio"],
+                    "low": r["low"], "high": r["high"], "within_noise": noise, "text": text}
+    last = lengths[-1]
+    r = of(leader, last)
+    span = f"L={lengths[0]}" if len(lengths) == 1 else f"L={lengths[0]}..{last}"
+    text = (f"{leader} faster than {other} at every length measured ({span}; "
+            f"{r['ratio']:.2f}x{_interval_text(r)} at the longest)")
+    return {"kind": "steady", "leader": leader, "other": other, "at": None, "up_to": last,
+            "again_at": None, "ratio": r["ratio"], "low": r["low"], "high": r["high"],
+            "within_noise": _within_noise(r, rows[a][last], rows[b][last]), "text": text}
 
 
 def _overlap(r: BenchResult, s: BenchResult) -> bool:
@@ -74,6 +143,65 @@ def _overlap(r: BenchResult, s: BenchResult) -> bool:
 
     (lo_r, hi_r), (lo_s, hi_s) = interval(r), interval(s)
     return lo_r <= hi_s and lo_s <= hi_r
+
+
+def peer_ratios(results: Iterable[BenchResult]) -> list[dict[str, Any]]:
+    """Our model's speed over each peer of its architecture at every point both ran."""
+    ours: dict[tuple, BenchResult] = {}
+    peers: list[BenchResult] = []
+    for r in results:
+        if r.status == "ok":
+            if r.impl == "seqarena":
+                ours[_point(r)] = r
+            elif not r.impl.startswith("seqarena"):
+                peers.append(r)
+    rows = []
+    for p in peers:
+        mine = ours.get(_point(p))
+        if mine is not None:
+            r = speed_ratio(mine, p)
+            rows.append({"model": p.model, "peer": p.impl, "mode": p.mode, "seq_len": p.seq_len,
+                         **{c: getattr(p, c) for c in CONTEXT}, **r,
+                         "text": f"{p.model} {p.mode} L={p.seq_len}: {r['ratio']:.2f}x"
+                                 f"{_interval_text(r)} {p.impl}"})
+    return rows
+
+
+def _point(r: BenchResult) -> tuple:
+    return (r.model, r.mode, r.seq_len, *(getattr(r, c) for c in CONTEXT))
+
+
+def baseline_ratios(results: Iterable[BenchResult], old: list[BenchResult]) -> list[dict]:
+    """Each point's speed now over the baseline's, with an interval from both runs' rounds
+    (the ratio of the intervals' far ends); `moved` when the interval excludes 1."""
+    before = {(r.impl, *_point(r)): r for r in old if r.status == "ok"}
+    rows = []
+    for r in results:
+        b = before.get((r.impl, *_point(r)))
+        if r.status != "ok" or b is None:
+            continue
+        ratio = b.latency_s / r.latency_s
+        low = high = None
+        if r.round_s and b.round_s:
+            (new_lo, new_hi), (old_lo, old_hi) = median_interval(r.round_s), \
+                median_interval(b.round_s)
+            low, high = old_lo / new_hi, old_hi / new_lo
+        moved = None if low is None else ("faster" if low > 1 else "slower" if high < 1 else None)
+        rows.append({"model": r.model, "impl": r.impl, "mode": r.mode, "seq_len": r.seq_len,
+                     **{c: getattr(r, c) for c in CONTEXT}, "ratio": ratio, "low": low,
+                     "high": high, "moved": moved})
+    return rows
+
+
+def baseline_lines(rows: list[dict]) -> list[str]:
+    """One line per point: now / before, its interval, and a flag when it moved past the noise."""
+    lines = []
+    for row in rows:
+        name = row["model"] if row["impl"] == "seqarena" else f"{row['model']} ({row['impl']})"
+        flag = f"  <- {row['moved'].upper()}" if row["moved"] else ""
+        lines.append(f"{name} {row['mode']} L={row['seq_len']}: {row['ratio']:.2f}x"
+                     f"{_interval_text(row)} of the baseline{flag}")
+    return lines
 
 
 KEY = ("model", "impl", "mode", "seq_len", "batch", "d_model", "layers", "dtype")
@@ -128,7 +256,8 @@ TABLE_COLUMNS = [("model", "model"), ("impl", "impl"), ("mode", "mode"), ("seq_l
                  ("batch", "B"), ("d_model", "D"), ("layers", "K"), ("threads", "thr"),
                  ("device", "device"), ("dtype", "dtype"), ("tokens_per_s", "tok/s"),
                  ("latency_ms", "ms"), ("spread_ms", "+-ms"), ("gflop", "GFLOP"),
-                 ("mfu_pct", "MFU%"), ("peak_mb", "peak MB"), ("state_mb", "state MB"),
+                 ("mfu_pct", "MFU%"), ("mbu_pct", "BW%"), ("intensity", "FLOP/B"),
+                 ("peak_mb", "peak MB"), ("state_mb", "state MB"),
                  ("status", "status")]
 FOLDABLE = ("batch", "d_model", "layers", "threads", "device", "dtype")  # shown once if constant
 
@@ -145,6 +274,7 @@ def table_rows(results: Iterable[BenchResult]) -> list[dict[str, Any]]:
             "latency_ms": _scaled(r.latency_s, 1e3),
             "spread_ms": _scaled(r.extra.get("iqr_s"), 1e3),
             "gflop": _scaled(r.flops, 1e-9), "mfu_pct": _scaled(r.mfu, 100),
+            "mbu_pct": _scaled(r.mbu, 100), "intensity": r.intensity,
             "peak_mb": _scaled(r.peak_mem_bytes, 2 ** -20), "state_mb": _scaled(state, 2 ** -20),
             "status": r.status})
     return rows
@@ -176,8 +306,12 @@ def csv_text(results: list[BenchResult]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fields + extras)
     for r in results:
-        writer.writerow([getattr(r, f) for f in fields] + [r.extra.get(k) for k in extras])
+        writer.writerow([_cell(getattr(r, f)) for f in fields] + [r.extra.get(k) for k in extras])
     return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    return ";".join(f"{v:.6g}" for v in value) if isinstance(value, list) else value
 
 
 def write_outputs(out_dir: str | os.PathLike, results: list[BenchResult],

@@ -1,7 +1,9 @@
 """The sweep: every model and peer at every point of L x B x D x layers x dtype x threads x device.
 
-Each backbone is checked before it is timed (its fast path against its reference with the same
-weights, its step() against its forward) and refused if it fails. Each point runs under a time
+Each backbone is checked before it is timed (its fast path against its reference() with the same
+weights, outputs and, before a training step is timed, gradients; its step() against its
+forward) and refused if it fails. At each point every contender is timed in the same rounds,
+interleaved, the order flipped each round. Each point runs under a time
 budget; a point that runs out of memory or time is recorded with that status and the sweep goes
 on, skipping the longer lengths of the same mode, which could only do worse.
 """
@@ -12,18 +14,16 @@ import gc
 import os
 import time
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from seqarena.bench.peak import matmul_peak, peak_key
+from seqarena.bench.peak import matmul_peak, peak_key, stream_triad
 from seqarena.bench.peers import PEERS, Shape
-from seqarena.bench.points import (MODES, REFERENCE_IMPL, THROUGHPUT_MODES, Measured, NoStep,
-                                   Workload, check_paths, make_input, measure_decode,
-                                   measure_throughput)
-from seqarena.bench.timer import PointTimeout, deadline
+from seqarena.bench.points import (MODES, THROUGHPUT_MODES, NoStep, Workload, check_paths,
+                                   make_input, measure_decode, prepare_throughput)
+from seqarena.bench.timer import PointTimeout, Timing, deadline
 from seqarena.errors import ConfigError, UserError
 from seqarena.models import MODELS, build_model, config_fields, make_config
 from seqarena.results import BenchResult
@@ -64,6 +64,8 @@ class SweepConfig:
     peak_min_run_time_s: float = 1.0  # timed seconds of the peak matmul
     peak_sizes: tuple[int, ...] = ()  # sides of the peak matmuls; () = the device's default
     decode_window: int = 16  # decode steps whose median is a position's latency
+    rounds: int = 3  # rounds per point, every contender in each, the order flipped each round
+    triad_elements: int = 0  # elements per STREAM triad array; 0 = the device's default
 
     def __post_init__(self):
         defaults = {"models": default_models(), "threads": tuple(sorted({1, all_cores()})),
@@ -100,6 +102,8 @@ class SweepConfig:
             raise UserError("the time budget and the minimum run time must be positive seconds")
         if self.decode_window <= 0:
             raise UserError(f"decode window must be positive, got {self.decode_window}")
+        if self.rounds <= 0:
+            raise UserError(f"rounds must be positive, got {self.rounds}")
 
     def decode_positions(self) -> list[int]:
         """1, then 64, 256, ... (x4) below the longest length, and every swept length."""
@@ -114,7 +118,7 @@ def quick_config(**overrides) -> SweepConfig:
     """Every model at three lengths, small shapes, short timings: minutes on a laptop CPU."""
     settings = dict(seq_lens=(64, 256, 1024), batch_sizes=(8,), d_models=(64,), layers=(1,),
                     threads=(all_cores(),), time_budget_s=10.0, min_run_time_s=0.05,
-                    peak_min_run_time_s=0.2, decode_window=8)
+                    peak_min_run_time_s=0.2, decode_window=8, triad_elements=1 << 23)
     settings.update({k: v for k, v in overrides.items() if v})
     return SweepConfig(**settings)
 
@@ -138,8 +142,7 @@ class Entry:
 
     model: str  # architecture, as results and tables name it
     impl: str  # "seqarena", "seqarena:<impl>" or the peer's name
-    build: Callable[[int, int], nn.Module]  # (D, K) -> backbone
-    reference: Callable[[int, int], nn.Module] | None = None  # same weights, reference path
+    build: Callable[[int, int], nn.Module]  # (D, K) -> backbone; its reference() is checked
     config: Callable[[int, int], object] = lambda d_model, layers: None  # validates (D, K)
 
 
@@ -157,19 +160,8 @@ def model_entry(spec: str) -> Entry:
     def config(d_model, layers):
         return make_config(name, strict=False, d_model=d_model, layers=layers, **fields)
 
-    chosen = getattr(config(*_SMALLEST), "impl", None)
-    reference_impl = REFERENCE_IMPL.get(chosen)
-    reference = None
-    if reference_impl is not None:
-        def reference(d_model, layers):
-            return build_model(name, strict=False, d_model=d_model, layers=layers,
-                               impl=reference_impl)
     return Entry(name, f"seqarena:{impl}" if impl else "seqarena",
-                 lambda d_model, layers: build_model(name, config(d_model, layers)),
-                 reference, config)
-
-
-_SMALLEST = (64, 1)  # a (D, K) every model accepts, to read a config's defaults
+                 lambda d_model, layers: build_model(name, config(d_model, layers)), config)
 
 
 def peer_entry(name: str) -> Entry:
@@ -180,11 +172,12 @@ def peer_entry(name: str) -> Entry:
 
 @dataclass
 class SweepReport:
-    """Everything a sweep measured, with the peaks its MFUs divide by and what it skipped."""
+    """Everything a sweep measured, with the roofs its MFUs divide by and what it skipped."""
 
     results: list[BenchResult] = field(default_factory=list)
     peak_flops: dict[str, float] = field(default_factory=dict)
     peak_paths: dict[str, dict[str, float]] = field(default_factory=dict)  # each library's best
+    peak_bandwidth: dict[str, float] = field(default_factory=dict)  # bytes/s, STREAM triad
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -200,9 +193,24 @@ def is_oom(error: BaseException) -> bool:
                                                 or "can't allocate memory" in text)
 
 
+@dataclass
+class Contender:
+    """An entry built and checked for one device, dtype, width and depth."""
+
+    entry: Entry
+    workload: Workload
+    refusal: str | None  # why it must not be timed, or None
+    stopped: dict[str, tuple[str, str]] = field(default_factory=dict)  # mode -> (status, why)
+
+
 class Sweep:
     """Runs a SweepConfig; `on_result` sees each result as it lands (for progress output).
-    `entries` replaces the config's models and peers (to time a backbone not registered)."""
+    `entries` replaces the config's models and peers (to time a backbone not registered).
+
+    At every point (mode, L, B, threads) every contender is timed in `rounds` rounds, the order
+    flipped each round, so that a slow spell of a shared machine falls on all of them alike and
+    the ratios between them (summary.py) compare figures taken side by side.
+    """
 
     def __init__(self, config: SweepConfig,
                  on_result: Callable[[BenchResult], None] | None = None,
@@ -214,92 +222,133 @@ class Sweep:
         self.report = SweepReport()
 
     def run(self) -> SweepReport:
-        cfg, entries = self.config, self.entries
+        cfg = self.config
         for device in cfg.devices:
             for dtype in cfg.dtypes:
                 for d_model in cfg.d_models:
                     for layers in cfg.layers:
-                        for entry in entries:
-                            self.run_entry(entry, device, dtype, d_model, layers)
+                        contenders = [c for c in (self.contender(e, device, dtype, d_model, layers)
+                                                  for e in self.entries) if c is not None]
+                        if contenders:
+                            self.run_group(contenders, device, dtype, d_model, layers)
         return self.report
 
-    def peak(self, device: str, dtype: str, threads: int) -> float:
+    def roofs(self, device: str, dtype: str, threads: int) -> tuple[float, float]:
+        """The matmul peak (FLOP/s) and the memory bandwidth (bytes/s) of this device, dtype
+        and thread count, measured once per sweep."""
         key = peak_key(device, dtype, threads)
         if key not in self.report.peak_flops:
-            flops, paths = matmul_peak(torch.device(device), DTYPES[dtype], threads,
-                                       self.config.peak_min_run_time_s,
+            dev = torch.device(device)
+            flops, paths = matmul_peak(dev, DTYPES[dtype], threads, self.config.peak_min_run_time_s,
                                        self.config.peak_sizes or None)
             self.report.peak_flops[key], self.report.peak_paths[key] = flops, paths
-        return self.report.peak_flops[key]
+            self.report.peak_bandwidth[key] = stream_triad(
+                dev, DTYPES[dtype], threads, self.config.peak_min_run_time_s,
+                self.config.triad_elements or None)
+        return self.report.peak_flops[key], self.report.peak_bandwidth[key]
 
-    def run_entry(self, entry: Entry, device_name: str, dtype_name: str, d_model: int,
-                  layers: int) -> None:
-        cfg, device, dtype = self.config, torch.device(device_name), DTYPES[dtype_name]
+    def contender(self, entry: Entry, device_name: str, dtype_name: str, d_model: int,
+                  layers: int) -> Contender | None:
+        """The entry built and checked; None (with a note) when its package is missing."""
+        device, dtype = torch.device(device_name), DTYPES[dtype_name]
         try:
             module = entry.build(d_model, layers).to(device, dtype)
         except ConfigError:
             raise
         except UserError as e:  # a peer's or a model's optional package is missing
             self.report.note(f"{entry.model} ({entry.impl}) skipped: {e}")
-            return
+            return None
         workload = Workload(module)
-        reference = Workload(entry.reference(d_model, layers)) if entry.reference else None
         try:
-            refusal = check_paths(workload, reference, d_model, device, dtype)
+            refusal = check_paths(workload, device, dtype, backward="train" in self.config.modes)
         except Exception as e:  # noqa: BLE001  a backbone that cannot run here is recorded
             refusal = f"its check failed to run: {type(e).__name__}: {_first_line(e)}"
         if refusal:
             self.report.note(f"{entry.model} ({entry.impl}) on {device_name} {dtype_name} not "
                              f"timed: {refusal}")
-        flops_cache: dict = {}
+        return Contender(entry, workload, refusal)
+
+    def run_group(self, contenders: list[Contender], device_name: str, dtype_name: str,
+                  d_model: int, layers: int) -> None:
+        cfg, device, dtype = self.config, torch.device(device_name), DTYPES[dtype_name]
+        counts: dict[int, dict] = {id(c): {} for c in contenders}  # FLOPs and bytes per shape
         # host threads barely touch a GPU's speed: time it once, with the most threads asked for
         thread_counts = cfg.threads if device.type == "cpu" else (max(cfg.threads),)
         for batch in cfg.batch_sizes:
             for threads in thread_counts:
-                coords = dict(model=entry.model, impl=entry.impl, batch=batch, d_model=d_model,
-                              layers=layers, threads=threads, device=device_name,
-                              dtype=dtype_name)
-                peak = self.peak(device_name, dtype_name, threads)
-                stopped: dict[str, tuple[str, str]] = {}  # mode -> (status, why) at a shorter L
+                for c in contenders:
+                    c.stopped = {}
+                coords = dict(batch=batch, d_model=d_model, layers=layers, threads=threads,
+                              device=device_name, dtype=dtype_name)
+                roofs = self.roofs(device_name, dtype_name, threads)
                 for seq_len in cfg.seq_lens:
                     x = make_input(batch, seq_len, d_model, device, dtype)
                     for mode in (m for m in cfg.modes if m in THROUGHPUT_MODES):
-                        measure = partial(measure_throughput, workload, mode, x, threads,
-                                          cfg.min_run_time_s, flops_cache)
-                        self.record(coords, mode, seq_len, peak, measure, stopped, refusal)
+                        def prepare(c, mode=mode, x=x, threads=threads):
+                            return prepare_throughput(c.workload, mode, x, threads, counts[id(c)])
+                        self.point(contenders, coords, mode, seq_len, roofs, prepare)
                 if "decode" in cfg.modes:
                     for position in cfg.decode_positions():
-                        measure = partial(measure_decode, workload, position, batch, d_model,
-                                          device, dtype, threads, cfg.decode_window)
-                        self.record(coords, "decode", position, peak, measure, stopped, refusal)
+                        def prepare(c, position=position, batch=batch, threads=threads):
+                            return DecodePoint(c.workload, position, batch, d_model, device,
+                                               dtype, threads, cfg.decode_window, cfg.rounds)
+                        self.point(contenders, coords, "decode", position, roofs, prepare)
 
-    def record(self, coords: dict, mode: str, seq_len: int, peak: float,
-               measure: Callable[[], Measured], stopped: dict[str, tuple[str, str]],
-               refusal: str | None) -> BenchResult:
-        """Run one point under the time budget and keep what it gives, whatever that is."""
-        result = BenchResult(mode=mode, seq_len=seq_len, tokens_per_s=None, latency_s=None,
-                             flops=None, mfu=None, peak_mem_bytes=None, **coords)
-        if refusal:
-            result.status, result.extra = "error", {"error": f"not timed: {refusal}"}
-        elif mode in stopped:
-            result.status, why = stopped[mode]
-            result.extra = {"skipped": why}
-        else:
-            started = time.perf_counter()
-            self._measure(result, peak, measure)
-            result.extra["wall_s"] = time.perf_counter() - started  # what the point cost the sweep
-            if result.status in ("oom", "timeout"):
-                what = "memory" if result.status == "oom" else "time"
-                stopped[mode] = (result.status, f"not run: out of {what} at L={seq_len}")
-        self.report.results.append(result)
-        if self.on_result is not None:
-            self.on_result(result)
-        return result
+    def point(self, contenders: list[Contender], coords: dict, mode: str, seq_len: int,
+              roofs: tuple[float, float], prepare: Callable[[Contender], Any]) -> None:
+        """Every contender at one point: prepared, then timed in rounds, interleaved."""
+        cfg = self.config
+        results, live, spent = {}, [], {}
+        for c in contenders:
+            r = BenchResult(model=c.entry.model, impl=c.entry.impl, mode=mode, seq_len=seq_len,
+                            tokens_per_s=None, latency_s=None, flops=None, mfu=None,
+                            peak_mem_bytes=None, family=c.workload.module.family, **coords)
+            results[id(c)] = r
+            if c.refusal:
+                r.status, r.extra = "error", {"error": f"not timed: {c.refusal}"}
+            elif mode in c.stopped:
+                r.status, why = c.stopped[mode]
+                r.extra = {"skipped": why}
+            else:
+                started = time.perf_counter()
+                prepared = self._guarded(r, c, lambda: prepare(c), cfg.time_budget_s)
+                spent[id(c)] = time.perf_counter() - started
+                if r.status == "ok":
+                    live.append((c, prepared))
+        rounds: dict[int, list[float]] = {id(c): [] for c, _ in live}
+        for k in range(cfg.rounds):
+            for c, prepared in live if k % 2 == 0 else live[::-1]:
+                r = results[id(c)]
+                if r.status != "ok":
+                    continue
+                started = time.perf_counter()
+                timing = self._guarded(r, c, lambda: prepared.time_round(
+                    cfg.min_run_time_s / cfg.rounds), cfg.time_budget_s - spent[id(c)])
+                spent[id(c)] += time.perf_counter() - started
+                if r.status == "ok":
+                    rounds[id(c)].append(timing.median_s)
+        for c, prepared in live:
+            r = results[id(c)]
+            if r.status == "ok":
+                self._fill(r, prepared, rounds[id(c)], roofs)
+            r.extra["wall_s"] = spent[id(c)]  # what the point cost the sweep
+            if mode == "train":
+                c.workload.module.zero_grad(set_to_none=True)
+        for c in contenders:
+            r = results[id(c)]
+            if r.status in ("oom", "timeout") and mode not in c.stopped:
+                what = "memory" if r.status == "oom" else "time"
+                c.stopped[mode] = (r.status, f"not run: out of {what} at L={seq_len}")
+            self.report.results.append(r)
+            if self.on_result is not None:
+                self.on_result(r)
 
-    def _measure(self, result: BenchResult, peak: float, measure: Callable[[], Measured]) -> None:
+    def _guarded(self, result: BenchResult, contender: Contender, fn: Callable[[], Any],
+                 budget_s: float) -> Any:
+        """fn() under the time budget; a failure is recorded in `result`, and the sweep goes on."""
         try:
-            with deadline(self.config.time_budget_s):
-                m = measure()
+            with deadline(budget_s):
+                return fn()
         except PointTimeout as e:
             result.status, result.extra = "timeout", {"error": str(e)}
         except NoStep as e:
@@ -310,18 +359,56 @@ class Sweep:
             if result.status == "error":
                 self.report.note(f"{result.model} ({result.impl}) {result.mode} at L="
                                  f"{result.seq_len} failed: {result.extra['error']}")
-        else:
-            result.latency_s = m.timing.median_s
-            result.tokens_per_s = m.tokens / m.timing.median_s
-            result.flops = m.flops
-            result.mfu = m.flops / m.timing.median_s / peak if m.flops else None
-            result.peak_mem_bytes = m.peak_mem_bytes
-            result.extra = m.extra
-        finally:
-            if result.status == "oom":
+            else:
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+        return None
+
+    @staticmethod
+    def _fill(result: BenchResult, prepared: Any, round_s: list[float],
+              roofs: tuple[float, float]) -> None:
+        """A timed point's figures: the median of its rounds, against both roofs."""
+        peak, bandwidth = roofs
+        timing = Timing.of(round_s)
+        result.latency_s = timing.median_s
+        result.round_s = list(round_s)
+        result.tokens_per_s = prepared.tokens / timing.median_s
+        result.flops, result.bytes_moved = prepared.flops, prepared.bytes_moved
+        result.mfu = prepared.flops / timing.median_s / peak if prepared.flops else None
+        if prepared.bytes_moved:
+            result.mbu = prepared.bytes_moved / timing.median_s / bandwidth
+            result.intensity = (prepared.flops / prepared.bytes_moved if prepared.flops
+                                else None)
+        result.peak_mem_bytes = prepared.peak_mem_bytes
+        result.extra = {**prepared.extra, "iqr_s": timing.iqr_s, "runs": timing.runs}
+
+
+class DecodePoint:
+    """A decode point ready to time in rounds: each round decodes its share of the window.
+
+    Reaching a position means decoding every step before it (a KV cache is written in place and
+    never copied), so the first round's figures come from the same call that counts FLOPs and
+    bytes and samples memory, all taken after its timed steps; the prepare calls of one point
+    run one contender after another, in the first round's order.
+    """
+
+    def __init__(self, workload: Workload, position: int, batch: int, d_model: int,
+                 device: torch.device, dtype: torch.dtype, threads: int, window: int,
+                 rounds: int):
+        self.args = (workload, position, batch, d_model, device, dtype, threads)
+        self.window = max(1, -(-window // rounds))  # ceil: every round at least one step
+        first = measure_decode(*self.args, window=self.window)
+        self.tokens, self.flops, self.bytes_moved = first.tokens, first.flops, first.bytes_moved
+        self.peak_mem_bytes = first.peak_mem_bytes
+        self.extra = {k: v for k, v in first.extra.items() if k in ("position", "state_bytes")}
+        self.pending: Timing | None = first.timing
+
+    def time_round(self, min_run_time: float) -> Timing:
+        if self.pending is not None:
+            timing, self.pending = self.pending, None
+            return timing
+        return measure_decode(*self.args, window=self.window).timing
 
 
 def _first_line(error: BaseException) -> str:

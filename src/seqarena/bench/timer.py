@@ -103,6 +103,28 @@ def time_call(fn: Callable[[], object], device: torch.device, threads: int,
     return Timing.of(times)
 
 
+def time_round(fn: Callable[[], object], device: torch.device, threads: int,
+               min_run_time: float) -> Timing:
+    """One round of an interleaved point, the call already warm: a call that fills
+    min_run_time is timed once (Timer.timeit would add two warm-up calls); faster calls go to
+    blocked_autorange for at least min_run_time."""
+    with num_threads(threads):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        first = time.perf_counter() - start
+        if first >= min_run_time:
+            return Timing.of([first])
+
+        def call():
+            fn()
+            sync(device)
+
+        timer = Timer(stmt="call()", globals={"call": call}, num_threads=threads)
+        return Timing.of(list(timer.blocked_autorange(min_run_time=min_run_time).times))
+
+
 def time_steps(step: Callable[[], object], n: int, device: torch.device) -> list[float]:
     """Wall seconds of each of n consecutive calls; for decoding, where each call moves on."""
     times = []

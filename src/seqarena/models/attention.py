@@ -13,13 +13,11 @@ query may see); padding and the future are False.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 # B batch, L query length, S key length, D model width, H heads, Dh head width (D / H)
 
@@ -150,32 +148,6 @@ class MultiHeadAttention(nn.Module):
         # SDPA lays its output out as (B, L, H, Dh) already, so for it this reshape copies nothing
         y = y.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, D): Concat(heads)
         return self.out_proj(y)
-
-    def uncounted_flops(self, batch: int, q_len: int, k_len: int) -> float:
-        """Forward FLOPs of q k^T and att v that FlopCounterMode does not see (0 when it does)."""
-        w = self.out_proj.weight
-        dropout = self.training and self.dropout > 0  # as the module would run now
-        if self.impl == "manual" or sdpa_is_counted(w.device.type, w.dtype, dropout):
-            return 0.0
-        # Causal attention is not halved: the manual path and torch's own SDPA formulas (counted
-        # on GPU) count the full L x S products, so one model reports the same FLOPs on every path
-        # and device. The CPU kernel does skip key blocks above the diagonal under is_causal, so
-        # a causal layer's attention does up to 2x less arithmetic than counted here.
-        return 2.0 * 2.0 * batch * q_len * k_len * self.d_model
-
-
-@functools.lru_cache(maxsize=None)
-def sdpa_is_counted(device_type: str, dtype: torch.dtype, dropout: bool) -> bool:
-    """Whether FlopCounterMode sees the FLOPs of the SDPA kernel this device picks.
-
-    torch 2.13 registers formulas for the CUDA flash/efficient/cuDNN kernels but not for
-    aten._scaled_dot_product_flash_attention_for_cpu, so on CPU attention would count as zero;
-    with dropout the CPU falls back to the math path, whose matmuls are counted.
-    """
-    q = torch.zeros(1, 1, 4, 8, device=device_type, dtype=dtype)
-    with FlopCounterMode(display=False) as counter:
-        F.scaled_dot_product_attention(q, q, q, dropout_p=0.5 if dropout else 0.0, is_causal=True)
-    return counter.get_total_flops() > 0
 
 
 class record_attention:

@@ -246,32 +246,3 @@ class LinearTransformer(Backbone):
             S.append(S_l)
             z.append(z_l)
         return self.norm(x)[:, 0], State(S, z, state.t + 1)
-
-    def uncounted_flops(self, batch: int, seq_len: int) -> float:
-        """Forward FLOPs of the attention's elementwise arithmetic, which FlopCounterMode misses.
-
-        The counter sees every matmul (projections, feed-forward, the scores, the products with
-        V, S and z), 2 FLOPs per multiply-add. Counted here, per head of every layer, 1 FLOP per
-        add or divide (a sum of n terms is n - 1 adds): the feature map's "+ 1" on q and k (elu
-        is an activation and counts 0, as GELU does), the row sums of the masked scores, the sums
-        of S and z over chunks, within-chunk plus carried terms, "+ eps" and the division.
-        Selections count 0 (the causal mask, padding, and a key mask, a multiply by 0 or 1), and
-        so do norms and residuals, as in our Transformer. Each path counts the work it does:
-        "parallel" sums full rows of L, as the counter counts its L x L matmuls in full;
-        "chunked" includes the padding of its last chunk. Tests tally it against the ops run.
-        """
-        c = self.config
-        H, Dh, L = c.heads, c.d_model // c.heads, seq_len
-        per_head = 2 * L * Dh  # phi on q and k
-        if c.impl == "parallel":
-            per_head += L * (L - 1) + L + L * Dh  # row sums, + eps, division
-        else:
-            C = min(c.chunk, L)
-            padded = L + (-L % C)
-            chunks = padded // C
-            per_head += (padded * (C - 1)  # row sums inside each chunk
-                         + (padded - chunks) * Dh  # sum of phi(k) over each chunk
-                         + (chunks - 1) * Dh * (Dh + 1)  # prefix sums of S and z over chunks
-                         + padded * (Dh + 1)  # within-chunk plus carried: numerator, normaliser
-                         + padded + padded * Dh)  # + eps, division
-        return float(batch * H * per_head * len(self.blocks))

@@ -187,25 +187,34 @@ class MinimalLayer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x):
+        # the gates and the scan run in the weights' dtype with autocast off: under bf16
+        # autocast a product of L bf16 gates (8 bits of mantissa) would lose the signal
+        dtype, off = self.proj.weight.dtype, torch.autocast(x.device.type, enabled=False)
         if self.impl == "sequential":  # Feng et al.'s algorithms 1 and 3
-            h, states = x.new_zeros(x.shape[0], self.out.in_features), []
+            h, states = x.new_zeros(x.shape[0], self.out.in_features, dtype=dtype), []
             for x_t in self.norm(x).unbind(1):
-                a, b = self.cell.coefficients(self.proj(x_t))  # (B, N) each
-                h = torch.addcmul(b, a, h)
+                u_t = self.proj(x_t)  # (B, n_proj * N)
+                with off:
+                    a, b = self.cell.coefficients(u_t.to(dtype))  # (B, N) each
+                    h = torch.addcmul(b, a, h)
                 states.append(h)
             return self._mix(x, torch.stack(states, dim=1))  # (B, L, N) to the projection
         u = self.proj(self.norm(x))  # (B, L, n_proj * N), every position at once
-        if self.impl == "scan":
-            h = _FusedMinScan.apply(u, self.cell is MinLSTMCell)
-        elif self.impl == "logscan":
-            h = scan_log(*self.cell.log_coefficients(u))
-        else:
-            h = scan_chunked(*self.cell.coefficients(u))
+        with off:
+            u = u.to(dtype)
+            if self.impl == "scan":
+                h = _FusedMinScan.apply(u, self.cell is MinLSTMCell)
+            elif self.impl == "logscan":
+                h = scan_log(*self.cell.log_coefficients(u))
+            else:
+                h = scan_chunked(*self.cell.coefficients(u))
         return self._mix(x, h)
 
     def step(self, h, x_t):
-        a, b = self.cell.coefficients(self.proj(self.norm(x_t)))  # (B, N) each
-        h = torch.addcmul(b, a, h)
+        u_t = self.proj(self.norm(x_t))  # (B, n_proj * N)
+        with torch.autocast(x_t.device.type, enabled=False):  # as in forward
+            a, b = self.cell.coefficients(u_t.to(h.dtype))  # (B, N) each
+            h = torch.addcmul(b, a, h)
         return self._mix(x_t, h), h
 
     def _mix(self, x, h):
@@ -250,19 +259,6 @@ class Minimal(Backbone):
             x_t, h = layer.step(h, x_t)
             new_state.append(h)
         return self.norm(x_t), new_state
-
-    def uncounted_flops(self, batch, seq_len):
-        """The cell's elementwise work per state element, which FlopCounterMode does not see.
-
-        Per element of h (B * L * N per layer): b_t = z_t * h~_t (1 multiply) and
-        a_t * h_{t-1} + b_t (1 multiply-add, 2 FLOPs): 3 FLOPs. minLSTM also normalises its gates,
-        f' = f / (f + i) (an add and a divide): 5. Activations (sigmoid, softplus, g) count 0, as
-        they do everywhere else. The tree scan does about three times the loop's multiply-adds;
-        that is the implementation's cost, not the model's, so it is not counted. The Linear
-        layers FlopCounterMode counts itself.
-        """
-        per_element = 3 if self.cell is MinGRUCell else 5
-        return float(per_element * batch * seq_len * self.state_width * len(self.layers))
 
 
 @register_model("mingru", MinimalConfig, "minGRU (Feng et al. 2024): GRU without h_{t-1} in its "

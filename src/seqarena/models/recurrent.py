@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from torch.utils.flop_counter import FlopCounterMode
 
 from seqarena.errors import ConfigError
+from seqarena.flops import hidden_rnn_flops
 from seqarena.models.base import Backbone, StepNotSupported
 from seqarena.models.registry import ModelConfig, register_model
 
@@ -102,9 +102,6 @@ class Recurrent(Backbone):
 
     gates: int  # G: blocks of H rows stacked in each weight matrix
     n_states: int = 1  # tensors in the state: h, or h and c for the LSTM
-    # Elementwise FLOPs per hidden unit per time step (each add, multiply or activation counts
-    # one; a sigmoid or tanh is more work, but FLOP counters conventionally count it as one).
-    elementwise: int
 
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)
@@ -129,10 +126,18 @@ class Recurrent(Backbone):
 
     def run(self, x: torch.Tensor, state: State | None = None,
             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
-        """(B, L, D) and an optional start state -> (B, L, D) and the final state."""
-        if self.config.impl == "fused":
-            return self._run_fused(x, state, mask)
-        return self._run_scratch(x, state, mask)
+        """(B, L, D) and an optional start state -> (B, L, D) and the final state.
+
+        The recurrence runs in the weights' dtype with autocast off: under bf16 autocast a
+        product of L bf16 gates (8 bits of mantissa) would lose the signal within a few steps.
+        """
+        dtype = self.rnn.weight_hh_l0.dtype
+        if state is not None:
+            state = tuple(s.to(dtype) for s in state) if self.n_states == 2 else state.to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            if self.config.impl == "fused":
+                return self._run_fused(x.to(dtype), state, mask)
+            return self._run_scratch(x.to(dtype), state, mask)
 
     def init_state(self, batch_size: int) -> State:
         w = self.rnn.weight_hh_l0
@@ -205,45 +210,20 @@ class Recurrent(Backbone):
             state = new
         return torch.stack(outputs, dim=1), state  # (B, L, H)
 
-    # --- FLOPs ------------------------------------------------------------------------------------
-
-    def analytic_flops(self, batch: int, seq_len: int) -> tuple[float, float]:
-        """Forward FLOPs of the recurrence as (matmuls, elementwise gate math).
-
-        Per layer and direction: matmuls 2 * B * L * G * H * (D_in + H) (both projections, two
-        FLOPs per multiply-add), elementwise B * L * H * (FLOPs per unit and step, see the
-        subclass). D_in is D for the first layer and directions * H = D above it.
-        """
-        tokens, G, H = batch * seq_len, self.gates, self.hidden
-        layer_dirs = self.config.layers * self.directions
-        matmul = 2 * tokens * G * H * (self.config.d_model + H) * layer_dirs
-        elementwise = tokens * H * self.elementwise * layer_dirs
-        return float(matmul), float(elementwise)
+    # --- FLOPs (the convention: seqarena.flops) ------------------------------------------------
 
     def uncounted_flops(self, batch: int, seq_len: int) -> float:
-        """Forward FLOPs that FlopCounterMode does not see: the elementwise gate math always, and
-        the matmuls where the kernel hides them.
+        """Forward matmul FLOPs that the counter does not see where the kernel hides them (the
+        scratch cells show all of theirs). Call it outside any counter of your own."""
+        def one_token():
+            was_training = self.training
+            self.eval()  # so the probe draws no dropout randomness
+            try:
+                self.run(self.rnn.weight_hh_l0.new_zeros(1, 1, self.config.d_model))
+            finally:
+                self.train(was_training)
 
-        Which kernels hide their matmuls depends on the path, device and dtype: the scratch cells
-        show all of them; cuDNN shows none; on CPU the LSTM runs in one oneDNN call (hidden) while
-        torch's GRU and RNN decompose into visible matmuls. So rather than guess, run one token
-        under FlopCounterMode and subtract what it saw (every matmul here scales as B * L).
-        Call it outside any FlopCounterMode of your own.
-        """
-        matmul, elementwise = self.analytic_flops(batch, seq_len)
-        return elementwise + max(0.0, matmul - self._visible_flops_per_token() * batch * seq_len)
-
-    def _visible_flops_per_token(self) -> float:
-        w = self.rnn.weight_hh_l0
-        x = w.new_zeros(1, 1, self.config.d_model)
-        was_training = self.training
-        self.eval()  # so the probe draws no dropout randomness
-        try:
-            with FlopCounterMode(display=False) as counter:
-                self.run(x)
-        finally:
-            self.train(was_training)
-        return float(counter.get_total_flops())
+        return hidden_rnn_flops(self.rnn, one_token, batch * seq_len)
 
 
 def _lengths_of_prefix_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -259,7 +239,6 @@ def _lengths_of_prefix_mask(mask: torch.Tensor) -> torch.Tensor:
                 train_cost="O(L) sequential", decode_cost="O(1)")
 class RNN(Recurrent):
     gates = 1
-    elementwise = 4  # 2 bias adds, 1 add of the two projections, 1 activation
 
     def make_torch_module(self, d_in, hidden, **kwargs):
         return nn.RNN(d_in, hidden, nonlinearity=self.config.nonlinearity, **kwargs)
@@ -283,9 +262,6 @@ class _GatedRecurrent(Recurrent):
 class LSTM(_GatedRecurrent):
     gates = 4
     n_states = 2
-    # 4 gates x (2 bias adds + 1 add) = 12, 4 activations, c_t: 2 multiplies + 1 add,
-    # tanh(c_t) 1, h_t 1 multiply
-    elementwise = 21
 
     def make_torch_module(self, d_in, hidden, **kwargs):
         return nn.LSTM(d_in, hidden, **kwargs)
@@ -298,9 +274,6 @@ class LSTM(_GatedRecurrent):
                 train_cost="O(L) sequential", decode_cost="O(1)")
 class GRU(_GatedRecurrent):
     gates = 3
-    # 6 bias adds, r_t and z_t: 1 add + 1 sigmoid each, n_t: 1 multiply + 1 add + 1 tanh,
-    # h_t: 1 subtract + 2 multiplies + 1 add
-    elementwise = 17
 
     def make_torch_module(self, d_in, hidden, **kwargs):
         return nn.GRU(d_in, hidden, **kwargs)

@@ -235,10 +235,6 @@ class Transformer(Backbone):
         state.t += 1
         return self.norm(x)[:, 0], state
 
-    def uncounted_flops(self, batch: int, seq_len: int) -> float:
-        """Forward FLOPs of the attention products FlopCounterMode misses (see attention.py)."""
-        return sum(b.attn.uncounted_flops(batch, seq_len, seq_len) for b in self.blocks)
-
 
 class Encoder(Transformer):
     """Bidirectional: every position sees every other (BERT, the 2017 encoder)."""
@@ -301,11 +297,3 @@ class EncoderDecoder(Seq2SeqBackbone):
             x = block.step(x, caches, state.memory_mask)
         state.t += 1
         return self.norm(x)[:, 0], state
-
-    def uncounted_flops(self, batch: int, seq_len: int, tgt_len: int | None = None) -> float:
-        """Attention FLOPs FlopCounterMode misses; the source has seq_len tokens, the target
-        tgt_len (default seq_len): encoder self-, decoder self- and cross-attention."""
-        T = seq_len if tgt_len is None else tgt_len
-        decoder = sum(b.self_attn.uncounted_flops(batch, T, T)
-                      + b.cross_attn.uncounted_flops(batch, T, seq_len) for b in self.blocks)
-        return self.encoder.uncounted_flops(batch, seq_len) + decoder

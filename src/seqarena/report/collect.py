@@ -70,7 +70,11 @@ class Bench:
 
     source: Source
     results: list[BenchResult]
-    crossovers: list[str] = field(default_factory=list)  # the bench's own one-line statements
+    # the bench's crossover records (bench/summary.py), each with its "text"; the report draws
+    # these rather than finding crossings of its own
+    crossovers: list[dict[str, Any]] = field(default_factory=list)
+    peak_flops: dict[str, float] = field(default_factory=dict)  # "cpu/float32/2t" -> FLOP/s
+    peak_bandwidth: dict[str, float] = field(default_factory=dict)  # the same keys -> bytes/s
 
 
 @dataclass
@@ -170,9 +174,12 @@ class _Collector:
             return True  # found, but unreadable: said why, so not "nothing here" as well
         source = Source(path, doc["kind"], doc.get("machine") or {}, doc.get("command") or [])
         if doc["kind"] == "bench":
-            lines = doc.get("crossovers")
-            self.benches[path.resolve()] = Bench(source, doc["results"], [
-                str(x) for x in lines] if isinstance(lines, list) else [])
+            records = doc.get("crossovers")
+            records = [r if isinstance(r, dict) else {"text": str(r)}  # files before records
+                       for r in records] if isinstance(records, list) else []
+            self.benches[path.resolve()] = Bench(source, doc["results"], records,
+                                                 _floats(doc.get("peak_flops")),
+                                                 _floats(doc.get("peak_bandwidth")))
         elif doc["kind"] in ANALYSIS_KINDS:
             rest = {k: v for k, v in doc.items() if k != "results"}
             self.analyses[path.resolve()] = Analysis(source, doc["results"], rest)
@@ -198,6 +205,13 @@ class _Collector:
             self.skip(path, f"{result.model} at L={result.seq_len} did not finish; showing the "
                             f"{len(result.history)} records it logged")
         self.runs[key] = Run(result, source)
+
+
+def _floats(value: Any) -> dict[str, float]:
+    """A {key: number} mapping from a results file, without entries that are not numbers."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float))}
 
 
 def _describe(held: dict[str, Any]) -> str:

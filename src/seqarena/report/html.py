@@ -26,7 +26,7 @@ from seqarena.errors import UserError
 from seqarena.fileio import atomic_write, atomic_write_text
 from seqarena.report.collect import Inputs, Run, Source, collect
 from seqarena.report.plots import analysis_charts, metric_vs_length, training_curves
-from seqarena.report.speed import Crossover, bench_charts, decode_position
+from seqarena.report.speed import bench_charts, decode_position
 from seqarena.report.style import STYLE, Chart, Palette
 from seqarena.results import BenchResult, machine_label
 
@@ -70,7 +70,7 @@ def write_report(paths: list, out: str | Path | None = None,
     return out
 
 
-def _charts(inputs: Inputs, colour: Palette) -> tuple[list[Chart], list[Crossover]]:
+def _charts(inputs: Inputs, colour: Palette) -> tuple[list[Chart], list[dict]]:
     charts = training_curves(inputs.runs, colour) + metric_vs_length(inputs.runs, colour)
     bench, found = bench_charts(inputs.benches, colour)
     charts += bench
@@ -114,7 +114,7 @@ def _render(chart: Chart, figures: Path) -> str:
 # --- page -----------------------------------------------------------------------------------
 
 def _page(inputs: Inputs, colour: Palette, rendered: list[tuple[Chart, str]],
-          found: list[Crossover], figures_dir: str) -> str:
+          found: list[dict], figures_dir: str) -> str:
     sources = inputs.sources()
     machines = list(dict.fromkeys(machine_label(s.machine) for s in sources if s.machine))
     parts = [_header(machines)]
@@ -169,7 +169,7 @@ def _verdicts(lines: list[str]) -> str:
             + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul></section>")
 
 
-def _glance(inputs: Inputs, found: list[Crossover]) -> str:
+def _glance(inputs: Inputs, found: list[dict]) -> str:
     items = [f"<li><b>Held equal</b>: {html.escape(h)}</li>" for h in inputs.held_equal]
     groups = defaultdict(list)
     for r in inputs.runs:
@@ -190,13 +190,13 @@ def _glance(inputs: Inputs, found: list[Crossover]) -> str:
                      + (f"; then {html.escape(rest)}" if rest else "") + "</li>")
     by_mode = defaultdict(list)
     for c in found:
-        by_mode[c.mode].append(c)
+        by_mode[c["mode"]].append(c)
     for mode, cs in by_mode.items():
-        cs.sort(key=lambda c: c.at)
-        said = "; ".join(f"{html.escape(c.winner)} overtakes {html.escape(c.loser)} "
-                         f"at L ≈ {c.at:,.0f}" for c in cs)
+        cs.sort(key=lambda c: c["at"])
+        said = "; ".join(f"{html.escape(c['other'])} overtakes {html.escape(c['leader'])} "
+                         f"at L = {c['at']:,} ({_ratio_text(c)})" for c in cs)
         items.append(f"<li><b>Crossover in {html.escape(mode)} throughput</b>: {said}</li>")
-    stated = [line for b in inputs.benches for line in b.crossovers]
+    stated = [c["text"] for b in inputs.benches for c in b.crossovers if "text" in c]
     if stated:  # the bench's own lines: every pair, at the lengths it measured
         items.append(f"<li><details><summary>Every crossover the bench reported "
                      f"({len(stated)})</summary><ul>"
@@ -206,6 +206,12 @@ def _glance(inputs: Inputs, found: list[Crossover]) -> str:
         return ""
     return '<section id="glance" class="glance"><h2>At a glance</h2><ul>' + "".join(items) \
         + "</ul></section>"
+
+
+def _ratio_text(c: dict) -> str:
+    """A crossover's ratio with its interval, and whether it lies within the noise."""
+    interval = "" if c.get("low") is None else f" [{c['low']:.2f}-{c['high']:.2f}]"
+    return f"{c['ratio']:.2f}x{interval}" + ("; within the noise" if c.get("within_noise") else "")
 
 
 def _summary_table(runs: list[Run], colour: Palette) -> str:

@@ -1,11 +1,11 @@
-"""Charts of bench results: throughput, memory and MFU against L, decode latency against
-position, thread scaling, and where a recurrent and an attention model cross."""
+"""Charts of bench results: throughput, memory and MFU against L, the roofline, decode latency
+against position, thread scaling, and the crossovers the bench found (drawn, not recomputed)."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from typing import Any
 
 from matplotlib.ticker import FuncFormatter
 
@@ -13,6 +13,9 @@ from seqarena.report.collect import Bench, Source
 from seqarena.report.style import (MODES, PEER_STYLES, SETTING_FIELDS, Chart, Palette, bytes_y,
                                    figure_grid, finite, legend_below, log2_x, log_y, si)
 from seqarena.results import BenchResult
+
+# what a bench crossover record holds fixed, beside its mode (as bench/summary.py writes it)
+CONTEXT = ("batch", "d_model", "layers", "threads", "device", "dtype")
 
 # --- bench ----------------------------------------------------------------------------------
 
@@ -59,42 +62,19 @@ def _peers(rows) -> dict[str, list[str]]:
     return peers
 
 
-@dataclass
-class Crossover:
-    mode: str
-    winner: str  # the line that is ahead at long L
-    loser: str
-    between: tuple[int, int]  # the two measured lengths the lines cross between
-    at: float  # the crossing, interpolated on the log-log chart
-    value: float  # tokens/s at the crossing
-
-    def sentence(self) -> str:
-        lo, hi = self.between
-        return (f"{self.mode}: {self.winner} overtakes {self.loser} between L = {lo:,} and "
-                f"L = {hi:,} (about L = {self.at:,.0f})")
-
-
-def crossovers(lines: dict[str, list[BenchResult]], mode: str) -> list[Crossover]:
-    """Where a recurrent line and an attention line swap places in throughput."""
-    points = {k: {r.seq_len: r.tokens_per_s for r in v} for k, v in lines.items()}
+def bench_crossovers(benches: list[Bench], mode: str) -> list[dict[str, Any]]:
+    """The crossovers the bench computed and wrote (bench/summary.py) for one mode, where one
+    model overtakes another, each with the overtaker's result at that length."""
     found = []
-    names = sorted(lines)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if lines[a][0].family == lines[b][0].family:
+    for b in benches:
+        results = {(r.model, r.mode, r.seq_len, *(getattr(r, c) for c in CONTEXT)): r
+                   for r in b.results if r.impl == "seqarena" and r.status == "ok"}
+        for c in b.crossovers:
+            if c.get("mode") != mode or c.get("kind") != "overtakes":
                 continue
-            common = sorted(set(points[a]) & set(points[b]))
-            ratio = [math.log(points[a][L] / points[b][L]) for L in common]
-            for j in range(len(common) - 1):
-                if ratio[j] * ratio[j + 1] < 0:
-                    t = ratio[j] / (ratio[j] - ratio[j + 1])
-                    lo, hi = math.log(common[j]), math.log(common[j + 1])
-                    at = math.exp(lo + t * (hi - lo))
-                    ya = math.log(points[a][common[j]]) + t * (
-                        math.log(points[a][common[j + 1]]) - math.log(points[a][common[j]]))
-                    winner, loser = (a, b) if ratio[j + 1] > 0 else (b, a)
-                    found.append(Crossover(mode, winner, loser, (common[j], common[j + 1]), at,
-                                           math.exp(ya)))
+            r = results.get((c["other"], mode, c["at"], *(c.get(k) for k in CONTEXT)))
+            if r is not None:
+                found.append({**c, "result": r})
     return found
 
 
@@ -126,16 +106,20 @@ def _bench_panels(benches: list[Bench], colour: Palette, attr: str, scale: float
                         xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7,
                         color=colour(r.model))
         if mark_crossovers:
+            shown = {id(r) for line in lines.values() for r in line}
             labelled = []
-            for c in sorted(crossovers(lines, mode), key=lambda c: c.at):
+            for c in sorted(bench_crossovers(benches, mode), key=lambda c: c["at"]):
+                if id(c["result"]) not in shown:
+                    continue
                 found.append(c)
-                ax.plot([c.at], [c.value * scale], marker="o", markersize=10,
-                        markerfacecolor="none", markeredgecolor="#0f172a", markeredgewidth=1.1,
-                        linestyle="none", zorder=5)
+                y = getattr(c["result"], attr) * scale
+                ax.plot([c["at"]], [y], marker="o", markersize=10, markerfacecolor="none",
+                        markeredgecolor="#0f172a", markeredgewidth=1.1, linestyle="none",
+                        zorder=5)
                 # Label a crossing only if no label sits within 0.7 octave, so labels never overlap.
-                if all(abs(math.log2(c.at / x)) > 0.7 for x in labelled):
-                    labelled.append(c.at)
-                    ax.annotate(f"L≈{si(c.at)}", (c.at, c.value * scale), xytext=(7, 7),
+                if all(abs(math.log2(c["at"] / x)) > 0.7 for x in labelled):
+                    labelled.append(c["at"])
+                    ax.annotate(f"L={si(c['at'])}", (c["at"], y), xytext=(7, 7),
                                 textcoords="offset points", fontsize=8, color="#0f172a")
         log2_x(ax)
         if y_axis == "log":
@@ -151,16 +135,18 @@ def _bench_panels(benches: list[Bench], colour: Palette, attr: str, scale: float
     return fig, found
 
 
-def bench_charts(benches: list[Bench], colour: Palette) -> tuple[list[Chart], list[Crossover]]:
+def bench_charts(benches: list[Bench], colour: Palette
+                 ) -> tuple[list[Chart], list[dict[str, Any]]]:
     sources = [b.source for b in benches if b.results]
     charts, found = [], []
     fig, found = _bench_panels(benches, colour, "tokens_per_s", 1.0, "throughput (tokens/s)",
                                "Throughput", mark_crossovers=True)
     if fig:
         charts.append(Chart("throughput", "Speed", "Throughput against sequence length", fig,
-                            "Tokens per second (median of repeated timings) on log-log axes; "
-                            "higher is better. Circles mark where a recurrent and an attention "
-                            "model swap places.", sources))
+                            "Tokens per second (median of rounds, every contender timed in each) "
+                            "on log-log axes; higher is better. Circles mark the shortest length "
+                            "at which one model overtakes another, as the bench found it.",
+                            sources))
     fig, _ = _bench_panels(benches, colour, "peak_mem_bytes", 1.0, "peak memory (bytes)",
                            "Peak memory", y_axis="bytes")
     if fig:
@@ -175,6 +161,9 @@ def bench_charts(benches: list[Bench], colour: Palette) -> tuple[list[Chart], li
         charts.append(Chart("mfu", "Speed", "Model FLOPs utilisation", fig,
                             "Counted model FLOP/s divided by a large matrix multiply timed in the "
                             "same run on the same device and dtype.", sources))
+    roofline = roofline_chart(benches, colour)
+    if roofline:
+        charts.append(roofline)
     decode = decode_chart(benches, colour)
     if decode:
         charts.append(decode)
@@ -182,6 +171,53 @@ def bench_charts(benches: list[Bench], colour: Palette) -> tuple[list[Chart], li
     if scaling:
         charts.append(scaling)
     return charts, found
+
+
+def _roof_key(r: BenchResult) -> str:
+    return f"{r.device}/{r.dtype}/{r.threads}t"
+
+
+def roofline_chart(benches: list[Bench], colour: Palette) -> Chart | None:
+    """FLOP/s against arithmetic intensity, under both roofs measured in the same run: the
+    matmul peak (flat) and memory bandwidth x intensity (the slope). A dot far below both is
+    latency-bound: neither compute nor memory limits it, the dependence between steps does."""
+    rows = [(r, b) for b in benches for r in b.results
+            if r.mode in ("train", "prefill") and _ok(r, "intensity") and _ok(r, "flops")
+            and _roof_key(r) in b.peak_flops and _roof_key(r) in b.peak_bandwidth]
+    if not rows:
+        return None
+    keys = sorted({_roof_key(r) for r, _ in rows}, key=lambda k: (-int(k.split("/")[-1][:-1]), k))
+    key = keys[0]  # the most threads: one pair of roofs per chart
+    rows = [(r, b) for r, b in rows if _roof_key(r) == key]
+    modes = [m for m in ("train", "prefill") if any(r.mode == m for r, _ in rows)]
+    fig, axes = figure_grid(len(modes))
+    peak, bandwidth = rows[0][1].peak_flops[key], rows[0][1].peak_bandwidth[key]
+    lengths = sorted({r.seq_len for r, _ in rows})
+    for ax, mode in zip(axes, modes):
+        points = [r for r, _ in rows if r.mode == mode]
+        xs = [r.intensity for r in points]
+        lo, hi = min(xs + [peak / bandwidth]) / 4, max(xs + [peak / bandwidth]) * 4
+        grid = [lo * (hi / lo) ** (i / 64) for i in range(65)]
+        ax.plot(grid, [min(peak, bandwidth * x) for x in grid], color="#0f172a", linewidth=1.2,
+                label=f"roofs: {si(peak)} FLOP/s matmul, {si(bandwidth)} B/s triad")
+        for r in sorted(points, key=lambda r: (colour.order(r.model), r.seq_len)):
+            size = 4 + 8 * lengths.index(r.seq_len) / max(1, len(lengths) - 1)
+            ax.plot([r.intensity], [r.flops / r.latency_s], marker="o" if r.impl == "seqarena"
+                    else "D", markersize=size, linestyle="none", color=colour(r.model),
+                    markerfacecolor=colour(r.model) if r.impl == "seqarena" else "white",
+                    label=_label(r))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"Roofline: {mode} ({key})")
+        ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
+        ax.set_ylabel("achieved FLOP/s")
+    legend_below(fig, axes)
+    return Chart("roofline", "Speed", "Roofline: compute-, memory- or latency-bound", fig,
+                 "One dot per model and length (larger: longer L). A dot on the slope is limited "
+                 "by memory bandwidth, one on the flat roof by the matmul peak; a dot far below "
+                 "both is latency-bound, as a sequential recurrence is. FLOPs are matmul FLOPs "
+                 "(training = 3x forward); bytes are what each op reads and writes.",
+                 list({id(b): b.source for _, b in rows}.values()))
 
 
 def decode_position(r: BenchResult) -> int:
