@@ -17,7 +17,8 @@ from seqarena.compare import compare  # noqa: E402
 from seqarena.executor import RunSpec  # noqa: E402
 from test_compare_runs import small_compare, summary_numbers, tiny  # noqa: E402
 
-EXIT_AT = 25  # the killed run's worker dies here, after its checkpoint at step 20
+EXIT_AT = 45  # the killed run's worker dies here, after its checkpoint at step 40 (the other
+# tests train 40 steps or fewer)
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +35,20 @@ def cluster(tmp_path_factory):
 
 
 def test_ray_gives_the_numbers_of_one_local_job(tmp_path, cluster):
-    cfg = dataclasses.replace(small_compare(tmp_path, "local", steps=20, eval_every=10),
-                              seeds=(0, 1), lr_auto=False)
+    cfg = dataclasses.replace(small_compare(tmp_path, "local", steps=40, eval_every=20),
+                              seeds=(0, 1))  # the lr search's trials run on Ray too
     compare(cfg)
     with RayExecutor() as executor:
         compare(dataclasses.replace(cfg, out=str(tmp_path / "ray")), executor=executor)
     runs, _ = summary_numbers(tmp_path / "ray")
-    assert len(runs) == 4
+    assert len(runs) == 4 and len(list((tmp_path / "ray" / "lr-search").iterdir())) == 4
     assert summary_numbers(tmp_path / "local") == summary_numbers(tmp_path / "ray")
     assert not list((tmp_path / "ray").glob(".seqarena-probe-*"))  # the --out probe is gone
     assert ray.is_initialized()  # an executor that did not start Ray leaves it running
 
 
 def test_a_killed_worker_is_retried_from_its_checkpoint_to_the_same_numbers(tmp_path, cluster):
-    cfg = dataclasses.replace(small_compare(tmp_path, "whole", steps=40, checkpoint_every=10,
+    cfg = dataclasses.replace(small_compare(tmp_path, "whole", steps=60, checkpoint_every=10,
                                             log_every=5),
                               models=("lstm",), lr_auto=False)
     compare(cfg)
@@ -59,8 +60,25 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_to_the_same_numbers(tmp_
         lines = (tmp_path / name / "lstm-L10-s0" / "metrics.jsonl").read_text().splitlines()
         return [(r["step"], r["loss"]) for r in map(json.loads, lines) if "loss" in r]
 
-    assert losses("whole") == losses("killed")  # steps 21-25 redone once, not twice
+    assert losses("whole") == losses("killed")  # steps 41-45 redone once, not twice
     assert summary_numbers(tmp_path / "whole") == summary_numbers(tmp_path / "killed")
+
+
+def test_ctrl_c_cancels_the_runs_and_resume_finishes_them_to_the_same_numbers(tmp_path, cluster):
+    cfg = dataclasses.replace(small_compare(tmp_path, "whole", steps=20, checkpoint_every=5),
+                              lr_auto=False)
+    compare(cfg)
+
+    def interrupt(line):
+        if line.startswith("[1/"):  # the first run finished, the other is under way
+            raise KeyboardInterrupt
+
+    stopped = dataclasses.replace(cfg, out=str(tmp_path / "stopped"))
+    with pytest.raises(KeyboardInterrupt):
+        compare(stopped, echo=interrupt, executor=RayExecutor())
+    assert not (tmp_path / "stopped" / "summary.json").exists()
+    compare(stopped, resume=True)
+    assert summary_numbers(tmp_path / "whole") == summary_numbers(tmp_path / "stopped")
 
 
 def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path, cluster):

@@ -34,6 +34,7 @@ from seqarena.executor import Done, RunSpec, execute, failed_result
 from seqarena.results import RunResult
 
 MAX_RETRIES = 2  # attempts after a worker dies; a run that raises is not retried
+CANCEL_WAIT_S = 30.0  # how long Ctrl-C waits for the cancelled runs' workers to end
 CONNECT_TIMEOUT_S = 5.0  # how long a HOST:PORT may take to accept a connection
 INSTALL = 'the Ray executor needs Ray: pip install "seqarena[ray]" (or pip install "ray>=2.9")'
 
@@ -188,5 +189,7 @@ class RayExecutor:
         except BaseException:
             for ref in pending:  # Ctrl-C: their checkpoints stay for --resume
                 ray.cancel(ref, force=True)
+            # until their workers are gone, so no write lands after the driver has stopped
+            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
             raise
         return results  # type: ignore[return-value]
