@@ -18,6 +18,7 @@ def test_text_lm_reads_pythons_docs_and_keeps_their_vocabulary_in_the_config():
     task = make_task("text-lm", seq_len=32)
     text = read_text("")
     assert len(text) > 100_000
+    assert task.vocab_size == len(set(text))  # the text is read on first use
     assert task.config.vocab == "".join(sorted(set(text)))
     assert task.describe()["params"]["vocab"] == task.config.vocab
     batch = next(task.batches("train", 4, seed=0))
@@ -45,7 +46,7 @@ def test_text_lm_bad_files_are_one_line_user_errors(tmp_path):
     for path, message in [(empty, "is empty"), (latin1, "is not UTF-8"),
                           (tmp_path / "missing.txt", "does not exist")]:
         with pytest.raises(UserError, match=message) as e:
-            make_task("text-lm", text=str(path))
+            make_task("text-lm", text=str(path)).wrap(TinyGRU(16))
         assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="at least"):
         next(make_task("text-lm", text=str(short), seq_len=8).batches("train", 2))
@@ -80,7 +81,8 @@ def test_text_lm_generates_with_step_and_greedy_matches_full_recomputation():
 
 def test_text_lm_sampling_is_seeded_and_needs_only_the_stored_vocabulary():
     torch.manual_seed(0)
-    saved = make_task("text-lm", seq_len=32).config.vocab
+    trained = make_task("text-lm", seq_len=32)
+    saved = trained.decode(list(range(trained.vocab_size)))  # its vocabulary, read from the text
     task = make_task("text-lm", seq_len=32, text="/no/such/file.txt", vocab=saved)
     model = task.wrap(TinyGRU(16))
     a = task.generate(model, "x = ", 20, temperature=1.0, seed=1)

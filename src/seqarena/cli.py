@@ -206,6 +206,8 @@ def _training_options(f):
                      "shared among the processes of a data-parallel run)."),
         click.option("--device", help="cpu, cuda, cuda:N or auto."),
         click.option("--data-dir", help="Directory of a task's data files (e.g. LRA ListOps)."),
+        click.option("--data", help="Your data for classify, translate or series-classify: a "
+                     "file or a directory (see docs/tasks.md)."),
         click.option("--text", help="UTF-8 text file for text-lm."),
         click.option("--csv", help="CSV file for forecast (with --column)."),
         click.option("--column", help="Column of --csv to forecast."),
@@ -260,7 +262,7 @@ def _flag_layer(given: dict) -> dict:
     given = dict(given)
     task_args = parse_assignments(given.pop("task_arg", ()), "--task-arg")
     model_args = parse_assignments(given.pop("model_arg", ()), "--model-arg")
-    for key in ("data_dir", "text", "csv", "column", "series"):
+    for key in ("data_dir", "data", "text", "csv", "column", "series"):
         if given.get(key) is not None:
             task_args[key] = given[key]
         given.pop(key, None)
@@ -326,6 +328,8 @@ def train(config_file, resume, nproc, **given):
                f"{f' over {world} processes' if world > 1 else ''}, {r.wall_s:.1f} s")
     if r.stopped:
         click.echo(r.stopped)
+    if r.truncated:
+        click.echo(f"{r.truncated} example(s) longer than seq_len={r.seq_len} were cut to it")
     click.echo(f"wrote {cfg.run_dir}")
 
 

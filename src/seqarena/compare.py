@@ -160,6 +160,20 @@ def closest(params_at: Callable[[int], int], target: int, lo: int = 1, hi: int =
     return min((a - 1, a) if a > lo else (a,), key=lambda v: abs(params_at(v) - target))
 
 
+def accepted_width(model: str, width: int, layers: int) -> int:
+    """`width`, or the next one the model accepts (rnn-ed halves its width between two
+    encoder directions, so it takes even ones only)."""
+    from seqarena.models import make_config
+
+    for w in range(width, width + 8):
+        try:
+            make_config(model, d_model=w, layers=layers)
+            return w
+        except ConfigError:
+            continue
+    return width
+
+
 def size_models(models: tuple[str, ...], task, d_model: int, layers: int,
                 target: int = 0) -> tuple[int, list[Sizing]]:
     """(target, each model's size): the width, or a Transformer's d_ff, that comes closest."""
@@ -172,7 +186,7 @@ def size_models(models: tuple[str, ...], task, d_model: int, layers: int,
         if "d_ff" in config_fields(model):  # keep the attention width, trade feed-forward width
             size = lambda v: (d_model, {"d_ff": v})  # noqa: E731
         else:
-            size = lambda v: (v, {})  # noqa: E731
+            size = lambda v: (accepted_width(model, v, layers), {})  # noqa: E731
 
         def params_at(v: int) -> int:
             width, args = size(v)

@@ -41,7 +41,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     if ckpt is None:
         raise UserError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}; "
                         "train the run to its end (or to a --checkpoint-every step) first")
-    task, model = build(cfg)
+    task, model = build(cfg, run_dir)
     model.to(resolve_device(device))
     checkpoint.load_weights(model, ckpt.weights)
     return LoadedRun(cfg, task, model.eval(), ckpt.step)

@@ -90,6 +90,7 @@ class RunResult:
     d_model: int = 0  # the width the model was built at (after parameter matching)
     layers: int = 0
     model_args: dict = field(default_factory=dict)  # other model config fields set for the run
+    truncated: int | None = None  # examples of the task's data cut to seq_len; None: none can be
     task_version: int = 1  # the task's version: results of another version are not comparable
     run_dir: str = ""  # where the run's checkpoints and logs are
     history: list = field(default_factory=list)  # every logged record: step, loss, lr, train_s,

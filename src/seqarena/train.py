@@ -59,13 +59,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def build(cfg: TrainConfig):
-    """(task, wrapped model) of a config: the same config always builds the same initial weights."""
+def build(cfg: TrainConfig, run_dir: str | Path | None = None):
+    """(task, wrapped model) of a config: the same config always builds the same initial weights.
+    With run_dir, the task first reads back what it saved there (e.g. its tokenizer)."""
     from seqarena.models import build_model
     from seqarena.tasks import make_task
 
     seed_everything(cfg.seed)
     task = make_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, **cfg.task_args)
+    if run_dir is not None:
+        task.restore(Path(run_dir))
     backbone = build_model(cfg.model, d_model=cfg.d_model, layers=cfg.layers, dropout=cfg.dropout,
                            **cfg.model_args)
     return task, task.wrap(backbone)
@@ -146,7 +149,7 @@ class Trainer:
         self.ranks, self.rank, self.world, self.main = ranks, ranks.rank, ranks.world, ranks.main
         self.device = ranks.place(resolve_device(cfg.device))
         self.threads = set_threads(cfg.threads, ranks)
-        self.task, self.model = build(cfg)
+        self.task, self.model = build(cfg, cfg.run_dir if resume else None)
         self.cfg = cfg = built_config(cfg, self.task)
         self.model.to(self.device)
         self.forward = ranks.wrap(self.model)  # what training calls: DDP around the model, or it
@@ -266,6 +269,7 @@ class Trainer:
                             f"or choose another --name or --out")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "config.json", dataclasses.asdict(self.cfg))
+        self.task.save(self.run_dir)
 
     def run(self) -> TrainOutcome:
         cfg = self.cfg
@@ -430,6 +434,7 @@ class Trainer:
             stopped=stopped, device=str(self.device), threads=self.threads,
             world_size=self.world, d_model=cfg.d_model, layers=cfg.layers,
             model_args=cfg.model_args, task_version=task.version, run_dir=str(self.run_dir),
+            truncated=task.truncated(),
             history=list(self.history))
 
     def write_summary(self, result: RunResult) -> None:

@@ -218,7 +218,7 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
             better = res.higher_is_better
             if k not in best or (res.metric > best[k] if better else res.metric < best[k]):
                 best[k] = res.metric
-    head = ["model", "task", "L", "params", "lr", "metric [95 % interval]",
+    head = ["model", "task", "L", "params", "metric [95 % interval]", "lr",
             "train tokens/s [25-75 %]", "peak memory", "train time", "wall time", "steps", "seed",
             "status"]
     body = []
@@ -236,7 +236,7 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
         lr = _td("–") if res.lr is None else \
             _td(f"{res.lr:g}" + (" (tuned)" if res.lr_tuned else ""))
         cells = [_model_cell(r.model, colour), _td(r.task), _num(res.seq_len),
-                 _num(res.params), lr, metric, speed,
+                 _num(res.params), metric, lr, speed,
                  _num(res.peak_mem_bytes / 2**20 if res.peak_mem_bytes else None, ",.1f",
                       " MiB", raw=res.peak_mem_bytes),
                  _num(res.train_s, ".1f", " s", raw=res.train_s),

@@ -85,6 +85,11 @@ def training_curves(runs: list[Run], colour: Palette) -> list[Chart]:
             axes[1].set_xlabel("step (optimizer updates)")
             axes[1].set_ylabel(name + {True: " (higher is better)", False: " (lower is better)",
                                        None: ""}[better])
+            values = [row[keys[id(r)]] for r in group for row in r.metrics
+                      if keys[id(r)] and finite(row.get(keys[id(r)]))]
+            if values and min(values) > 0 and max(values) / min(values) > 20:
+                for ax in axes[1:]:  # a metric falling by decades reads on a log scale
+                    log_y(ax, values, lambda v, _: f"{v:.3g}")
         if timed:
             axes[2].set_title(f"Held-out {name} against training time")
             axes[2].set_xlabel("training seconds (evaluation excluded)")

@@ -11,6 +11,9 @@ from seqarena.tasks import text  # noqa: E402,F401  text-lm
 from seqarena.tasks import digits  # noqa: E402,F401  digits-seq
 from seqarena.tasks import forecast  # noqa: E402,F401
 from seqarena.tasks import dates  # noqa: E402,F401
+from seqarena.tasks import classify  # noqa: E402,F401
+from seqarena.tasks import translate  # noqa: E402,F401
+from seqarena.tasks import series  # noqa: E402,F401  series-classify
 
 __all__ = ["TASKS", "Batch", "SequenceModel", "Task", "TaskConfig", "describe_tasks", "make_task",
            "register_task"]

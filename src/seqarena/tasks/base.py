@@ -22,6 +22,7 @@ import math
 import typing
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
 import numpy as np
@@ -331,6 +332,17 @@ class Task:
         """Reference scores a model must beat to have learned anything (e.g. memoryless).
         Each key ends with the metric it is a value of, e.g. `memoryless_accuracy`."""
         return {}
+
+    def truncated(self) -> int | None:
+        """Examples cut to seq_len in this task's data (every split); None: it never cuts."""
+        return None
+
+    def save(self, run_dir: Path) -> None:
+        """Write into a new run directory what rebuilding this task needs besides its config
+        (e.g. the tokenizer learnt from the data), so the run never depends on the data again."""
+
+    def restore(self, run_dir: Path) -> None:
+        """Read back what save() wrote into run_dir (nothing written: nothing to do)."""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "metric": self.metric_name,

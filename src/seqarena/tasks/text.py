@@ -6,7 +6,10 @@ characters of English and code), so nothing is downloaded. Any UTF-8 file works 
 The text is split in order, 90% / 5% / 5% (train, val, test), so held-out text is text the model
 never saw. Training draws windows of seq_len + 1 characters at random offsets from the training
 part; each held-out split is a fixed set of non-overlapping windows. The vocabulary is the set of
-characters of the text, stored in the config (`vocab`), so a saved run can generate without it.
+characters of the text (`vocab`), or with tokenizer=bpe byte-pair tokens learnt from the training
+part (seqarena.tasks.tokenizer); either is saved in the run directory, so a trained run generates
+without the text. With BPE the metric stays bits per character: nats per token over characters
+per token, each character counted in the token that holds its first byte.
 
 References: Karpathy's char-rnn and nanoGPT's shakespeare_char (the task, the vocabulary-from-text
 convention); Graves 2013, "Generating Sequences With Recurrent Neural Networks" (bits/char).
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqarena.errors import ConfigError, UserError
+from seqarena.tasks import tokenizer as tok
 from seqarena.tasks.base import (Batch, Task, TaskConfig, TokenHead, register_task, split_rng,
                                  token_sums, unwrapped)
 
@@ -59,15 +63,25 @@ def read_text(path: str) -> str:
 
 @dataclass(frozen=True)
 class TextConfig(TaskConfig):
-    seq_len: int = 128  # characters of context per training window
+    seq_len: int = 128  # tokens of context per training window (characters, unless bpe)
     text: str = ""  # a UTF-8 text file; "": Python's documentation (pydoc_data.topics)
-    vocab: str = ""  # the characters, in id order; "": those of the text (filled in on creation)
+    vocab: str = ""  # char: the characters, in id order; "": those of the text (filled on first use)
     eval_size: int = 256  # windows per held-out split (fewer if the split is shorter)
+    tokenizer: str = "char"  # "char", or "bpe" learnt from the training part (needs seqarena[bpe])
+    vocab_size: int = 1000  # bpe: tokens learnt from the training part (specials and bytes incl.)
+
+    def validate(self) -> None:
+        super().validate()
+        tok.check_kind(self.tokenizer, self.vocab_size, type(self).__name__)
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ConfigError("TextConfig.vocab must not repeat a character")
+        if self.vocab and self.tokenizer != "char":
+            raise ConfigError("TextConfig.vocab lists characters; it goes with tokenizer=char")
 
 
 @register_task("text-lm")
 class TextLM(Task):
-    """Predict each next character; the metric is bits per character on held-out text."""
+    """Predict each next token; the metric is bits per character on held-out text."""
 
     config_cls = TextConfig
     summary = "character-level language model on Python's docs or a UTF-8 file (bits/char)"
@@ -77,42 +91,68 @@ class TextLM(Task):
     needs_causal = True
 
     def __init__(self, config: TextConfig):
-        self._text = None
-        if not config.vocab:
-            self._text = read_text(config.text)
-            config = dataclasses.replace(config, vocab="".join(sorted(set(self._text))))
-        if len(set(config.vocab)) != len(config.vocab):
-            raise ConfigError("TextConfig.vocab must not repeat a character")
         super().__init__(config)
-        self.stoi = {ch: i for i, ch in enumerate(config.vocab)}
+        # The text is read on first use: a run reloaded from its directory (restore) takes its
+        # tokenizer from there and needs the text only to train on.
+        self._text: str | None = None
+        self._tokenizer: tok.Tokenizer | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = read_text(self.config.text)
+        return self._text
+
+    def parts(self) -> dict[str, str]:
+        """The text of each split, in order: 90% / 5% / 5%."""
+        n = len(self.text)
+        return {name: self.text[int(a * n):int(b * n)] for name, (a, b) in SPLIT_FRACTIONS.items()}
+
+    @property
+    def tokenizer(self) -> tok.Tokenizer:
+        if self._tokenizer is None:
+            if self.config.tokenizer == "bpe":
+                self._tokenizer = tok.train_tokenizer("bpe", [self.parts()["train"]],
+                                                      self.config.vocab_size)
+            else:  # no special tokens: windows of text need no padding, ids are as they were
+                chars = self.config.vocab or "".join(sorted(set(self.text)))
+                self._tokenizer = tok.CharTokenizer(chars, specials=())
+                self.config = dataclasses.replace(self.config, vocab=chars)
+        return self._tokenizer
+
+    def save(self, run_dir: Path) -> None:
+        self.tokenizer.save(run_dir)
+
+    def restore(self, run_dir: Path) -> None:
+        saved = tok.load_tokenizer(run_dir)
+        if saved is not None:
+            self._tokenizer = saved
+            if isinstance(saved, tok.CharTokenizer):
+                self.config = dataclasses.replace(self.config, vocab=saved.chars)
+        self.__dict__.pop("_ids", None)
 
     @property
     def vocab_size(self) -> int:
-        return len(self.config.vocab)
+        return self.tokenizer.vocab_size
 
     def encode(self, text: str) -> torch.Tensor:
-        unknown = sorted(set(text) - set(self.stoi))
-        if unknown:
-            raise UserError(f"characters not in the vocabulary of this run: {''.join(unknown)!r}")
-        return torch.tensor([self.stoi[ch] for ch in text], dtype=torch.long)
+        return torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.config.vocab[i] for i in ids)
+        return self.tokenizer.decode(ids)
 
     def ids(self, split: str) -> torch.Tensor:
-        """The characters of one split as ids (L_split,), loaded once."""
+        """The tokens of one split as ids (L_split,), loaded once."""
         cache = self.__dict__.setdefault("_ids", {})
         if not cache:
-            text = self._text if self._text is not None else read_text(self.config.text)
-            everything, L = self.encode(text), self.config.seq_len
-            for name, (start, end) in SPLIT_FRACTIONS.items():
-                cache[name] = everything[int(start * len(everything)):int(end * len(everything))]
+            L = self.config.seq_len
+            cache.update({name: self.encode(part) for name, part in self.parts().items()})
             if min(len(part) for part in cache.values()) < L + 1:
                 cache.clear()
                 raise ConfigError(f"text-lm at seq_len={L} needs a text of at least {20 * (L + 2)} "
-                                  f"characters (each held-out 5% must hold a window of seq_len + "
-                                  f"1), this one has {len(everything)}; lower seq_len or use a "
-                                  "longer text")
+                                  f"tokens (each held-out 5% must hold a window of seq_len + "
+                                  f"1), this one has {len(self.text)} characters; lower seq_len or "
+                                  "use a longer text")
         return cache[split]
 
     def make_embedding(self, d_model: int) -> nn.Module:
@@ -145,17 +185,22 @@ class TextLM(Task):
         return F.cross_entropy(pred.flatten(0, 1), batch.y.flatten())
 
     def score(self, model: nn.Module, batch: Batch) -> dict[str, tuple[float, float]]:
-        return token_sums(model(batch), batch.y)
+        chars = self.tokenizer.chars_per_token()[batch.y.cpu()].sum().item()
+        return {**token_sums(model(batch), batch.y), "chars": (chars, batch.y.numel())}
 
     def finish(self, metrics: dict[str, float]) -> dict[str, float]:
-        return {"bpc": metrics["cross_entropy"] / math.log(2), **metrics}
+        # nats per token over characters per token: bits per character, whatever the tokens
+        chars_per_token = metrics.pop("chars")
+        return {"bpc": metrics["cross_entropy"] / chars_per_token / math.log(2), **metrics}
 
     def baselines(self) -> dict[str, float]:
-        # Without context: the training text's character frequencies (its unigram entropy).
-        counts = torch.bincount(self.ids("train"), minlength=self.vocab_size).double()
+        # Without context: the training text's token frequencies (its unigram entropy).
+        ids = self.ids("train")
+        counts = torch.bincount(ids, minlength=self.vocab_size).double()
         p = counts[counts > 0] / counts.sum()
-        return {"unigram_bpc": -(p * p.log2()).sum().item(),
-                "uniform_bpc": math.log2(self.vocab_size)}
+        chars_per_token = self.tokenizer.chars_per_token()[ids].double().mean().item()
+        return {"unigram_bpc": -(p * p.log2()).sum().item() / chars_per_token,
+                "uniform_bpc": math.log2(self.vocab_size) / chars_per_token}
 
     @torch.no_grad()
     def generate(self, model: nn.Module, prompt: str, max_new_tokens: int,
@@ -166,7 +211,8 @@ class TextLM(Task):
             raise UserError(f"temperature must be >= 0, got {temperature}")
         model = unwrapped(model)
         backbone, device = model.backbone, next(model.parameters()).device
-        ids = self.encode(prompt or ("\n" if "\n" in self.stoi else self.config.vocab[0]))
+        vocab = self.config.vocab
+        ids = self.encode(prompt or ("\n" if not vocab or "\n" in vocab else vocab[0]))
         was_training = model.training
         model.eval()
         generator = torch.Generator(device=device).manual_seed(seed)
