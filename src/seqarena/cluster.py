@@ -148,11 +148,13 @@ class RayExecutor:
                                 f"here; on several nodes --out must be a shared path")
             path.unlink()
 
-    def _options(self, spec: RunSpec) -> dict:
+    @staticmethod
+    def _options(spec: RunSpec, cluster_gpus: float) -> dict:
+        """The resources a spec's task asks for: its threads, and a GPU for a cuda run ("auto"
+        is cuda where the cluster has GPUs)."""
         device = str(spec.config.get("device") or "auto")
-        gpus = 1 if device.startswith("cuda") or (
-            device == "auto" and _ray().cluster_resources().get("GPU", 0) > 0) else 0
-        return {"num_cpus": spec.threads, "num_gpus": gpus}
+        gpus = device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)
+        return {"num_cpus": spec.threads, "num_gpus": int(gpus)}
 
     def _check_fits(self, cpus: int, gpus: int) -> None:
         """UserError when no node has the CPUs and GPUs a run asks for (Ray would wait forever)."""
@@ -168,7 +170,8 @@ class RayExecutor:
         for out in sorted({str(spec.config["out"]) for spec in specs} - self._probed):
             self.check_out(out)
             self._probed.add(out)
-        options = [self._options(spec) for spec in specs]
+        cluster_gpus = ray.cluster_resources().get("GPU", 0)
+        options = [self._options(spec, cluster_gpus) for spec in specs]
         for cpus, gpus in {(o["num_cpus"], o["num_gpus"]) for o in options}:
             self._check_fits(cpus, gpus)
         pending = {self._task.options(**o).remote(spec): i
