@@ -7,6 +7,7 @@ fix are one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -367,11 +368,18 @@ def _csv(value: str | None, kind: type, flag: str):
               help="Comma-separated rates --lr auto tries (default: 3e-4,1e-3,3e-3,1e-2).")
 @click.option("--lr-budget", type=float,
               help="The lr search's longest run as a fraction of the budget (default: 0.25).")
-@click.option("--jobs", type=int, help="Runs at once, each in its own process (default: 1).")
+@click.option("--jobs", type=int, help="Runs at once, each in its own process (default: 1); "
+              "with --executor ray and no --address: the local Ray instance's CPUs / --threads.")
+@click.option("--executor", "executor_name", type=click.Choice(["local", "ray"]),
+              default="local", show_default=True,
+              help="Where the runs run: local processes, or Ray tasks (pip install \".[ray]\").")
+@click.option("--address", help="With --executor ray: join the cluster at auto or HOST:PORT "
+              "(default: start a local Ray instance). --out must then be a shared path.")
 @click.option("--resume", is_flag=True, help="Continue the comparison in --out: finished runs "
               "are read back, unfinished ones continue from their checkpoints.")
 @_training_options
-def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, resume, **given):
+def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, executor_name,
+            address, resume, **given):
     """Train several models on one task under one budget, side by side (the main job)."""
     from seqarena import runtime
     from seqarena.compare import compare as run_compare, compare_config_from, table_rows
@@ -387,7 +395,17 @@ def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, resu
     flags = {**_flag_layer(given), **{k: v for k, v in lists.items() if v is not None}}
     cfg = compare_config_from(read_toml(config_file) if config_file else {}, flags,
                               where=config_file or "flags")
-    outcome = run_compare(cfg, echo=click.echo, resume=resume)
+    if executor_name == "local":
+        if address:
+            raise UserError("--address joins a Ray cluster: add --executor ray")
+        outcome = run_compare(cfg, echo=click.echo, resume=resume)
+    else:
+        from seqarena.cluster import RayExecutor
+
+        threads = cfg.train.threads or os.cpu_count() or 1
+        cpus = jobs * threads if jobs and not address else None
+        with RayExecutor(address, num_cpus=cpus) as executor:
+            outcome = run_compare(cfg, echo=click.echo, resume=resume, executor=executor)
     rows, columns, headers = table_rows(outcome.rows)
     click.echo("")
     click.echo(format_table(rows, columns, headers))

@@ -293,7 +293,7 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None,
              for L in cfg.seq_lens}
     target, sizes = size_models(cfg.models, tasks[cfg.seq_lens[0]], cfg.train.d_model,
                                 cfg.train.layers, cfg.params)
-    equal = held_equal(cfg, target, threads)
+    equal = held_equal(dataclasses.replace(cfg, jobs=executor.jobs), target, threads)
     echo(describe_held_equal(equal))
     for s in sizes:
         gap = s.params / target - 1

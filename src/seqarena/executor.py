@@ -143,7 +143,12 @@ def _train(cfg, resume: bool) -> RunResult:
     except RuntimeError as e:
         if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
             raise
+    return failed_result(cfg, "oom")
+
+
+def failed_result(cfg, status: str, stopped: str = "") -> RunResult:
+    """The RunResult of a run that ended without a metric: status "oom", "error", ..."""
     return RunResult(model=cfg.model, task=cfg.task, seq_len=cfg.seq_len, params=0,
                      metric_name="", metric=None, higher_is_better=True, train_tokens_per_s=0.0,
-                     peak_mem_bytes=0, wall_s=0.0, steps=0, seed=cfg.seed, status="oom",
-                     lr=cfg.lr, run_dir=str(cfg.run_dir))
+                     peak_mem_bytes=0, wall_s=0.0, steps=0, seed=cfg.seed, status=status,
+                     lr=cfg.lr, run_dir=str(cfg.run_dir), stopped=stopped)

@@ -30,6 +30,7 @@ import ctypes
 import dataclasses
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -303,6 +304,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
         first_step, since = True, (self.step, self.train_s)
+        exit_at = _test_exit_at()
         while self.step < cfg.steps:
             if cfg.budget_seconds and self.out_of_time():
                 return "ok", f"stopped by the time budget of {cfg.budget_seconds:g} s"
@@ -327,6 +329,8 @@ class Trainer:
             dt = time.perf_counter() - t0
             self.step += 1
             self.train_s += dt
+            if exit_at and self.step == exit_at[0]:
+                _test_exit(exit_at[1])
             if not first_step:  # the first step pays for allocation and kernel selection
                 self.timed_tokens += batch.x.shape[0] * cfg.seq_len * self.world
                 self.timed_s += dt
@@ -436,6 +440,26 @@ class Trainer:
     def write_summary(self, result: RunResult) -> None:
         """summary.json: the final result, or the one so far, so a crashed run still shows."""
         write_results(self.run_dir / "summary.json", "train", [result])
+
+
+def _test_exit_at() -> tuple[int, Path] | None:
+    """Test-only: SEQARENA_TEST_EXIT_AT="STEP:MARKER" makes the first run that reaches STEP while
+    MARKER does not exist create MARKER and end its process, as a dying worker would. Unset: None,
+    read once per run."""
+    value = os.environ.get("SEQARENA_TEST_EXIT_AT")
+    if not value:
+        return None
+    step, marker = value.split(":", 1)
+    return int(step), Path(marker)
+
+
+def _test_exit(marker: Path) -> None:
+    """End this process at once (no cleanup, no exception), the first time only."""
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        return
+    os._exit(1)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
