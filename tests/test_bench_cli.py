@@ -117,3 +117,19 @@ def test_the_cli_loads_without_torch_so_bench_can_choose_how_openmp_waits():
                         "print('torch' in sys.modules)"], capture_output=True, text=True,
                        timeout=120)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_a_toml_file_sets_the_sweep_and_flags_override_it(capsys, tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text('models = ["gru"]\nseq_lens = [8]\nmodes = ["forward"]\nbatch_sizes = [2]\n'
+                      'd_models = [8]\nthreads = [1]\nmin_run_time_s = 0.001\n')
+    code, _, err = run_cli(capsys, "--config", str(config), "--seq-lens", "16", "--out",
+                           str(tmp_path / "b"), "--json")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["results"]
+    assert {(r["model"], r["mode"], r["seq_len"], r["d_model"]) for r in rows} == {
+        ("gru", "forward", 16, 8)}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seq_lenz = [8]\n")
+    code, _, err = run_cli(capsys, "--config", str(bad), "--out", str(tmp_path / "never"))
+    assert code == 2 and "unknown key 'seq_lenz'" in err and "seq_lens" in err

@@ -462,36 +462,43 @@ def tasks(names: tuple[str, ...], as_json: bool):
 
 # --- bench ----------------------------------------------------------------------------------
 
-@cli.command()
-@click.option("--models", help="Comma-separated NAME or NAME:IMPL (default: every registered model).")
-@click.option("--seq-lens", help="Comma-separated lengths L (default: 256,1024,4096; quick: 64,256,1024).")
-@click.option("--batch-size", help="Comma-separated batch sizes B (default: 16; quick: 8).")
-@click.option("--d-model", help="Comma-separated widths D (default: 128; quick: 64).")
-@click.option("--layers", help="Comma-separated layer counts (default: 1).")
-@click.option("--modes", help="Comma-separated of train, forward, prefill, decode (default: all).")
-@click.option("--threads", help="Comma-separated CPU thread counts, 'all' = every core "
-                                "(default: 1,all; quick: all).")
-@click.option("--device", help="Comma-separated of cpu, cuda (default: cpu, and cuda if present).")
-@click.option("--dtype", help="Comma-separated of float32, bfloat16, float16 (default: float32).")
+def _bench_defaults() -> dict:
+    from seqarena.bench.command import defaults_text
+
+    return defaults_text()
+
+
+@cli.command(cls=_WithDefaults, defaults=_bench_defaults)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file of sweep settings (SweepConfig's fields); flags given here win.")
+@click.option("--models", help="Comma-separated NAME or NAME:IMPL.")
+@click.option("--seq-lens", help="Comma-separated lengths L.")
+@click.option("--batch-size", help="Comma-separated batch sizes B.")
+@click.option("--d-model", help="Comma-separated widths D.")
+@click.option("--layers", help="Comma-separated layer counts.")
+@click.option("--modes", help="Comma-separated of train, forward, prefill, decode.")
+@click.option("--threads", help="Comma-separated CPU thread counts, 'all' = every core.")
+@click.option("--device", help="Comma-separated of cpu, cuda.")
+@click.option("--dtype", help="Comma-separated of float32, bfloat16, float16.")
 @click.option("--peers", is_flag=False, flag_value="all",
               help="Also time other implementations (torch-transformer, torch-lstm, torch-gru, "
                    "x-transformers, x-transformers-default, mingru-pytorch, mambapy, manual-attention): comma-separated "
                    "names, or no value for all.")
 @click.option("--quick", is_flag=True, help="Every model at three short lengths, small shapes.")
 @click.option("--time-budget", type=float,
-              help="Seconds per point before it is recorded as a timeout (default: 60; quick: 10).")
-@click.option("--min-run-time", type=float, help="Timed seconds per point after warm-up "
-                                                 "(default: 0.5; quick: 0.05).")
+              help="Seconds per point before it is recorded as a timeout (time_budget_s).")
+@click.option("--min-run-time", type=float,
+              help="Timed seconds per point after warm-up (min_run_time_s).")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Directory for bench.json and bench.csv (default: runs/bench-<date>-<time>).")
 @click.option("--baseline", type=click.Path(dir_okay=False),
               help="An earlier bench.json: print each point as a ratio to its figure there, with "
                    "an interval, flagging moves outside the noise.")
-@click.option("--rounds", type=int, help="Rounds per point, contenders interleaved (default: 3).")
+@click.option("--rounds", type=int, help="Rounds per point, contenders interleaved.")
 @keep_denormals_option
-def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device, dtype, peers,
-          quick, time_budget, min_run_time, as_json, out, baseline, rounds):
+def bench(config_file, models, seq_lens, batch_size, d_model, layers, modes, threads, device,
+          dtype, peers, quick, time_budget, min_run_time, as_json, out, baseline, rounds):
     """Time training, prefill and decoding of every model along L; FLOPs, MFU, memory, crossovers.
 
     On a machine whose cores are all busy already, OpenMP threads wait passively instead of
@@ -505,8 +512,11 @@ def bench(models, seq_lens, batch_size, d_model, layers, modes, threads, device,
     runtime.setup()  # before the first parallel loop starts OpenMP's threads, which inherit it
     from seqarena.bench.command import bench as run_bench, config_from_options, parse_list, render
 
+    from seqarena.config import read_toml
+
     config = config_from_options(
-        quick, models=parse_list("--models", models), seq_lens=parse_list("--seq-lens", seq_lens, int),
+        quick, read_toml(config_file) if config_file else {}, config_file or "flags",
+        models=parse_list("--models", models), seq_lens=parse_list("--seq-lens", seq_lens, int),
         batch_sizes=parse_list("--batch-size", batch_size, int),
         d_models=parse_list("--d-model", d_model, int), layers=parse_list("--layers", layers, int),
         modes=parse_list("--modes", modes), threads=parse_list("--threads", threads, int),

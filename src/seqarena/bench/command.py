@@ -13,7 +13,8 @@ from seqarena.bench.openmp import load_average
 from seqarena.bench.summary import (baseline_lines, baseline_ratios, crossovers, device_speedup,
                                     format_results, peer_ratios, speedup_lines, thread_scaling,
                                     write_outputs)
-from seqarena.bench.sweep import SweepConfig, all_cores, quick_config, run_sweep
+from seqarena.bench.sweep import SweepConfig, all_cores, quick_layer, run_sweep
+from seqarena.config import default, layered
 from seqarena.errors import UserError
 from seqarena.report import write_report
 from seqarena.results import BenchResult, machine_info, read_results
@@ -37,10 +38,31 @@ def parse_list(flag: str, text: str | None, kind: type = str) -> tuple | None:
     return values
 
 
-def config_from_options(quick: bool = False, **options: Any) -> SweepConfig:
-    """A SweepConfig from CLI-style options (None = default; --quick changes the defaults)."""
+def config_from_options(quick: bool = False, file_layer: dict[str, Any] | None = None,
+                        where: str = "flags", **options: Any) -> SweepConfig:
+    """The sweep's settings: SweepConfig's defaults < --quick's < a TOML file < the options
+    given (None: not given), as every command layers its config (seqarena.config)."""
     given = {k: v for k, v in options.items() if v is not None}
-    return quick_config(**given) if quick else SweepConfig(**given)
+    return layered(SweepConfig, quick_layer() if quick else {}, file_layer or {}, given,
+                   where=where)
+
+
+def defaults_text() -> dict[str, str]:
+    """What `seqarena bench --help` lists as defaults, read from SweepConfig and --quick."""
+    def text(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    quick, shown = quick_layer(), {}
+    for f in dataclasses.fields(SweepConfig):
+        shown[f.name] = text(default(SweepConfig, f.name)) or _CHOSEN_AT_RUN_TIME.get(f.name, "-")
+        if f.name in quick:
+            shown[f.name] += f" (quick: {text(quick[f.name])})"
+    return shown
+
+
+# what an empty tuple in SweepConfig stands for (see its field comments)
+_CHOSEN_AT_RUN_TIME = {"models": "every registered model", "threads": "1 and every core",
+                       "devices": "cpu, and cuda when a GPU is visible", "peers": "none"}
 
 
 def default_out() -> Path:
