@@ -16,12 +16,7 @@ from seqarena.results import SCHEMA_VERSION
 from seqarena.train import build, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny(model, tmp_path, **kw):

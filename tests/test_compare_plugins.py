@@ -35,7 +35,7 @@ def test_plugin_names_become_plain_directory_names_that_stay_unique():
 def test_compare_runs_a_module_factory_plugin_beside_a_builtin_end_to_end(plugin_path):
     out = plugin_path / "cmp"
     r = run_cli(plugin_path, "compare", "--models", "tinyplug:factory,lstm", "--task", "adding",
-                "--seq-lens", "8", "--steps", "3", "--d-model", "8", "--out", str(out))
+                "--seq-lens", "8", "--steps", "3", "--lr", "1e-3", "--d-model", "8", "--out", str(out))
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [(x["model"], x["status"]) for x in summary["results"]] == \

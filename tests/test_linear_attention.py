@@ -23,13 +23,7 @@ from seqarena.results import read_results
 # B batch, L length, D model width, H heads, Dh head width, C chunk
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thousands of small steps would mostly wait on OpenMP's other threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def build(impl="chunked", dtype=torch.float32, seed=0, **fields):

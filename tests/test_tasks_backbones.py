@@ -15,13 +15,7 @@ from seqarena.models import Backbone, Seq2SeqBackbone
 # B batch, L length, S source length, T target length, D model width
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when other work shares the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class TinyGRU(Backbone):
