@@ -68,3 +68,27 @@ def test_bench_records_the_setting_in_bench_json(tmp_path):
                for k in ("flush", "keep")}
     assert machine["flush"]["flush_denormal"] is True
     assert machine["keep"]["flush_denormal"] is False
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_every_run_of_a_comparison_flushes_in_its_own_process(tmp_path, jobs):
+    # --jobs 2 trains in spawned processes, which start with torch's defaults
+    seqarena("compare", "--models", "rnn,lstm", "--seq-lens", "8", "--steps", "2", "--lr", "1e-3",
+             "--d-model", "8", "--jobs", jobs, "--out", str(tmp_path / "cmp"))
+    runs = sorted((tmp_path / "cmp").glob("*/summary.json"))
+    assert len(runs) == 2
+    assert all(json.loads(p.read_text())["machine"]["flush_denormal"] is True for p in runs)
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_train_called_from_python_flushes_too(tmp_path):
+    code = ("import sys, torch\nfrom seqarena.config import TrainConfig\nfrom seqarena.train "
+            "import train\ntrain(TrainConfig(model='rnn', steps=2, seq_len=8, d_model=8, "
+            f"out={str(tmp_path)!r}, name='lib'))\n"
+            "print('PRODUCT', (torch.tensor(1e-39) * 1.0).item(), file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != runtime.KEEP_DENORMALS_ENV}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert product(r.stderr) == 0.0

@@ -87,10 +87,11 @@ class LocalExecutor:
 
 def execute(spec: RunSpec) -> RunResult:
     """Run one spec here: train it, continue it (resume) or read back its finished result."""
-    from seqarena import checkpoint
+    from seqarena import checkpoint, runtime
     from seqarena.config import TrainConfig
     from seqarena.train import set_threads
 
+    runtime.setup()  # first: a pool or Ray worker starts with torch's defaults
     cfg = TrainConfig(**spec.config)
     set_threads(cfg.threads)
     resume = False

@@ -466,6 +466,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
     """Train `cfg` into cfg.run_dir (continuing its newest checkpoint when resume is True).
 
     Started by torchrun as one of several processes, it trains data-parallel with the others."""
+    runtime.setup()  # every process that trains, however started (a pool, Ray, a library call)
     with distributed.process_group(resolve_device(cfg.device).type) as ranks:
         return Trainer(cfg, resume, ranks).run()
 
