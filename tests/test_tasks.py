@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from test_tasks_backbones import one_thread  # noqa: F401  (autouse)
 from test_tasks_backbones import TinyBiGRU, TinyGRU, TinySeq2Seq
 
 from seqarena.cli import cli
@@ -16,6 +15,8 @@ from seqarena.errors import ConfigError, UserError
 from seqarena.tasks import TASKS, Batch, make_task
 from seqarena.tasks.base import pool
 from seqarena.tasks.forecast import ForecastConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 ALL_TASKS = ["copy", "adding", "selective-copy", "mqar", "listops", "seed-demo-classify",
              "seed-demo-regress", "text-lm", "digits-seq", "forecast", "dates"]

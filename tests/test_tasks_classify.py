@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import f1_score
-from test_tasks_backbones import TinyGRU, one_thread  # noqa: F401  (autouse)
+from test_tasks_backbones import TinyGRU
 
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks import make_task
@@ -19,6 +19,8 @@ from seqarena.tasks.classify import stratified_split
 from seqarena.config import TrainConfig
 from seqarena.inference import load_run
 from seqarena.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 WORDS = {"pos": "good great fine lovely", "neg": "bad awful poor dull", "meh": "okay so-so, plain"}
 

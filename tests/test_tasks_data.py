@@ -5,11 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_tasks_backbones import TinyGRU, one_thread  # noqa: F401  (autouse)
+from test_tasks_backbones import TinyGRU
 
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks import Batch, make_task
 from seqarena.tasks.text import read_text
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 # --- text-lm -------------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ from datetime import datetime
 import numpy as np
 import pytest
 import torch
-from test_tasks_backbones import one_thread  # noqa: F401  (autouse)
 from test_tasks_backbones import TinyBiGRU, TinyGRU, TinySeq2Seq
 
 from seqarena.errors import ConfigError, UserError
@@ -14,6 +13,8 @@ from seqarena.tasks import make_task
 from seqarena.tasks import Batch
 from seqarena.tasks.dates import (ANSWER_LEN, FORMATS, MAX_SOURCE, SEP, VOCAB, DecoderOnlyModel,
                                   EncoderDecoderModel, random_dates, to_text)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 PATTERNS = ["%d %B %Y", "%m/%d/%y", "%a, %b %d, %Y", "%B %d, %Y", "%d.%m.%Y", "%Y/%m/%d",
             "%d %b %Y", "%A, %B %d, %Y", "%d-%b-%Y", "%Y%m%d", "%b %d %Y", "%m/%d/%Y", "%Y-%m-%d"]

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_tasks_backbones import one_thread  # noqa: F401  (autouse)
 
 from seqarena.errors import ConfigError, UserError
 from seqarena.tasks import make_task
 from seqarena.tasks.listops import TOKENS, encode, generate, write_tsv
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 FIXTURE = Path(__file__).parent / "data" / "listops"
 OPS = {"[MAX": max, "[MIN": min, "[MED": lambda a: int(statistics.median(a)),

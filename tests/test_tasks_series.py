@@ -5,10 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_tasks_backbones import TinyGRU, one_thread  # noqa: F401  (autouse)
+from test_tasks_backbones import TinyGRU
 
 from seqarena.errors import UserError
 from seqarena.tasks import make_task
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def write_ucr(path, series, labels):

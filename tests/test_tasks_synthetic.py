@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_tasks_backbones import one_thread  # noqa: F401  (autouse)
 
 from seqarena.errors import ConfigError
 from seqarena.tasks import make_task
 from seqarena.tasks.base import IGNORE
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 GENERATED = {"copy": {"seq_len": 30}, "adding": {"seq_len": 20},
              "selective-copy": {"seq_len": 24, "copy_len": 4},

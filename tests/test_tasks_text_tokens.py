@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_tasks_backbones import TinyGRU, one_thread  # noqa: F401  (autouse)
+from test_tasks_backbones import TinyGRU
 
 from seqarena.config import TrainConfig
 from seqarena.inference import generate
 from seqarena.tasks import make_task
 from seqarena.tasks import tokenizer as tok
 from seqarena.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def write_text(path, n=6000, seed=0):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
-from test_tasks_backbones import one_thread  # noqa: F401  (autouse)
 
 from seqarena.errors import ConfigError, UserError
 from seqarena.models import build_model
@@ -13,6 +12,8 @@ from seqarena.tasks import tokenizer as tok
 from seqarena.config import TrainConfig
 from seqarena.inference import generate
 from seqarena.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def write_pairs(path, n=400, seed=0, words=1):
