@@ -35,7 +35,7 @@ from seqarena.config import check_fields
 from seqarena.errors import ConfigError
 from seqarena.models.base import Backbone
 from seqarena.models.registry import ModelConfig, register_model
-from seqarena.models.transformer import ACTIVATIONS, POSITIONS, FeedForward, Positions
+from seqarena.models.transformer import FeedForward, Positions, check_block_fields
 
 # B batch, L length, D model width, H heads, Dh head width (D / H), C chunk length, N chunks
 
@@ -63,16 +63,7 @@ class LinearAttentionConfig(ModelConfig):
         name = type(self).__name__
         if not self.dropout < 1.0:
             raise ConfigError(f"{name}.dropout must be in [0, 1), got {self.dropout}")
-        if self.d_model % self.heads:
-            raise ConfigError(f"{name}: d_model={self.d_model} is not divisible by "
-                              f"heads={self.heads}; make d_model a multiple of heads")
-        for field, choices in (("positions", POSITIONS), ("activation", tuple(ACTIVATIONS)),
-                               ("impl", IMPLS)):
-            if getattr(self, field) not in choices:
-                raise ConfigError(f"{name}.{field} must be one of {', '.join(choices)}, "
-                                  f"got {getattr(self, field)!r}")
-        if self.positions == "learned" and not self.max_len:
-            raise ConfigError(f"{name}.max_len must be positive with positions='learned'")
+        check_block_fields(self, IMPLS)
 
     @property
     def ff_width(self) -> int:  # what FeedForward reads

@@ -54,20 +54,27 @@ class TransformerConfig(ModelConfig):
                 raise ConfigError(f"{name}.{field} must be >= 0, got {getattr(self, field)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{name}.dropout must be in [0, 1), got {self.dropout}")
-        if self.d_model % self.heads != 0:
-            raise ConfigError(f"{name}: d_model={self.d_model} is not divisible by "
-                              f"heads={self.heads}; make d_model a multiple of heads")
-        for field, choices in (("positions", POSITIONS), ("activation", tuple(ACTIVATIONS)),
-                               ("impl", IMPLS)):
-            if getattr(self, field) not in choices:
-                raise ConfigError(f"{name}.{field} must be one of {', '.join(choices)}, "
-                                  f"got {getattr(self, field)!r}")
-        if self.positions == "learned" and self.max_len == 0:
-            raise ConfigError(f"{name}.max_len must be positive with positions='learned'")
+        check_block_fields(self, IMPLS)
 
     @property
     def ff_width(self) -> int:
         return self.d_ff or 4 * self.d_model
+
+
+def check_block_fields(cfg, impls: tuple[str, ...]) -> None:
+    """What every config of attention blocks checks: heads divide d_model, the named choices,
+    and a max_len for learned positions; ConfigError naming the field."""
+    name = type(cfg).__name__
+    if cfg.d_model % cfg.heads != 0:
+        raise ConfigError(f"{name}: d_model={cfg.d_model} is not divisible by "
+                          f"heads={cfg.heads}; make d_model a multiple of heads")
+    for field, choices in (("positions", POSITIONS), ("activation", tuple(ACTIVATIONS)),
+                           ("impl", impls)):
+        if getattr(cfg, field) not in choices:
+            raise ConfigError(f"{name}.{field} must be one of {', '.join(choices)}, "
+                              f"got {getattr(cfg, field)!r}")
+    if cfg.positions == "learned" and cfg.max_len == 0:
+        raise ConfigError(f"{name}.max_len must be positive with positions='learned'")
 
 
 def sinusoids(pos: torch.Tensor, d_model: int) -> torch.Tensor:
