@@ -3,6 +3,7 @@ with a time budget (a fake clock makes training seconds exact)."""
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -64,6 +65,70 @@ def test_lr_search_budget_too_small_to_halve_is_one_line_and_exit_2(tmp_path, ca
                   str(tmp_path / "x"), *args])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1 and words in err, (args, err)
+
+class Scripted:
+    """An executor that trains nothing: each run's validation score and interval come from
+    `score(lr, steps)`, so the search's choices can be checked on hand-made numbers."""
+
+    jobs = 1
+
+    def __init__(self, score):
+        self.score, self.asked = score, []
+
+    def run(self, specs, done=None):
+        out = []
+        for spec in specs:
+            lr, steps = spec.config["lr"], spec.config["steps"]
+            self.asked.append((lr, steps))
+            value, ci = self.score(lr, steps)
+            out.append(SimpleNamespace(status="ok", metric=value, metric_ci=ci))
+        return out
+
+
+GRID = (3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def scripted_search(tmp_path, score, task="adding"):
+    lines = []
+    executor = Scripted(score)
+    found = search([tiny(tmp_path, task=task, steps=400)], GRID, budget=0.5, executor=executor,
+                   out=tmp_path / "lr-search", echo=lines.append)["lstm"]
+    return found, executor.asked, lines
+
+
+def test_lr_search_on_a_plateau_takes_the_largest_rate_within_noise(tmp_path):
+    # every rate still at the baseline, the smallest a hair lower: ranked by the score alone,
+    # the search would keep 3e-4 and 1e-3 and choose 3e-4
+    def plateau(lr, steps):
+        value = 0.17 + lr
+        return value, (value - 0.02, value + 0.02)
+
+    found, asked, lines = scripted_search(tmp_path, plateau)
+    assert asked == [(lr, 100) for lr in GRID] + [(3e-3, 200), (1e-2, 200)]
+    assert found.lr == 1e-2 and found.tied == (3e-3,)
+    assert any("lstm: 0.003, 0.01 within noise of the best score at 200 steps; took the largest, "
+               "0.01" in line for line in lines), lines
+
+
+def test_lr_search_names_a_clear_winner_over_larger_rates(tmp_path):
+    # 1e-3 learns; every other rate is clearly worse, the larger ones too
+    scores = {3e-4: 0.16, 1e-3: 0.01, 3e-3: 0.05, 1e-2: 0.12}
+
+    def learns(lr, steps):
+        value = scores[lr] / (steps / 100)
+        return value, (value * 0.9, value * 1.1)
+
+    found, asked, lines = scripted_search(tmp_path, learns)
+    assert asked[4:] == [(1e-3, 200), (3e-3, 200)]
+    assert found.lr == 1e-3 and found.tied == ()
+    assert not any("within noise" in line for line in lines)
+
+
+def test_lr_search_without_intervals_ranks_by_the_score_alone(tmp_path):
+    found, asked, _ = scripted_search(tmp_path, lambda lr, steps: (0.17 + lr, None))
+    assert asked[4:] == [(3e-4, 200), (1e-3, 200)]
+    assert found.lr == 3e-4 and found.tied == ()
+
 
 
 # --- --jobs and --resume ----------------------------------------------------------------------
