@@ -66,6 +66,7 @@ def test_lr_search_budget_too_small_to_halve_is_one_line_and_exit_2(tmp_path, ca
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1 and words in err, (args, err)
 
+
 class Scripted:
     """An executor that trains nothing: each run's validation score and interval come from
     `score(lr, steps)`, so the search's choices can be checked on hand-made numbers."""
@@ -88,10 +89,10 @@ class Scripted:
 GRID = (3e-4, 1e-3, 3e-3, 1e-2)
 
 
-def scripted_search(tmp_path, score, task="adding"):
+def scripted_search(tmp_path, score):
     lines = []
     executor = Scripted(score)
-    found = search([tiny(tmp_path, task=task, steps=400)], GRID, budget=0.5, executor=executor,
+    found = search([tiny(tmp_path, steps=400)], GRID, budget=0.5, executor=executor,
                    out=tmp_path / "lr-search", echo=lines.append)["lstm"]
     return found, executor.asked, lines
 
@@ -128,7 +129,6 @@ def test_lr_search_without_intervals_ranks_by_the_score_alone(tmp_path):
     found, asked, _ = scripted_search(tmp_path, lambda lr, steps: (0.17 + lr, None))
     assert asked[4:] == [(3e-4, 200), (1e-3, 200)]
     assert found.lr == 3e-4 and found.tied == ()
-
 
 
 # --- --jobs and --resume ----------------------------------------------------------------------

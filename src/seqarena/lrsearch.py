@@ -225,8 +225,9 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
         close = close_to_best(done, study.direction == optuna.study.StudyDirection.MAXIMIZE)
         best, tied = close[0], tuple(close[1:])
         if tied:
-            echo(f"lr search: {base.model}: {', '.join(f'{v:g}' for v in sorted(close))} "
-                 f"within noise of the best score at {sizes[-1]:g} {unit}; took the largest, {best:g}")
+            rates = ", ".join(f"{v:g}" for v in sorted(close))
+            echo(f"lr search: {base.model}: {rates} within noise of the best score at "
+                 f"{sizes[-1]:g} {unit}; took the largest, {best:g}")
         found[base.model] = SearchResult(
             base.model, best, tuple(Trial(lr, tuple(values[base.model][lr]),
                                           tuple(intervals[base.model][lr])) for lr in grid),
