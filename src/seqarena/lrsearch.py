@@ -43,6 +43,7 @@ from typing import Callable
 from seqarena.config import TrainConfig
 from seqarena.errors import ConfigError, UserError
 from seqarena.executor import Executor, RunSpec
+from seqarena.stats import overlap
 
 REDUCTION = 2  # each rung keeps the best half of the rates and trains them twice as long
 MIN_RUNG_STEPS = 10  # a shorter first rung would judge warm-up, not a learning rate
@@ -53,14 +54,19 @@ Interval = tuple[float, float] | None
 
 def _within_noise(a: Interval, b: Interval) -> bool:
     """Whether two known intervals share a point (an unknown one is never within noise here)."""
-    return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
+    return a is not None and b is not None and overlap(a, b)
+
+
+def _by_score(scores: dict[float, tuple[float, Interval]], maximize: bool):
+    """A sort key over rates: the better score first; equal scores, the smaller rate."""
+    return lambda lr: (-scores[lr][0] if maximize else scores[lr][0], lr)
 
 
 def close_to_best(scores: dict[float, tuple[float, Interval]], maximize: bool) -> list[float]:
     """The rate of the best score and every rate within noise of it, the largest first."""
     if not scores:
         return []
-    best = min(scores, key=lambda lr: (-scores[lr][0] if maximize else scores[lr][0], lr))
+    best = min(scores, key=_by_score(scores, maximize))
     return sorted((lr for lr in scores if lr == best
                    or _within_noise(scores[best][1], scores[lr][1])), reverse=True)
 
@@ -69,9 +75,7 @@ def ranked(scores: dict[float, tuple[float, Interval]], maximize: bool) -> list[
     """The rates, best first: those within noise of the best score, the largest rate first, then
     the others by score (equal scores: the smaller rate). Diverged rates are not in `scores`."""
     close = close_to_best(scores, maximize)
-    rest = sorted((lr for lr in scores if lr not in close),
-                  key=lambda lr: (-scores[lr][0] if maximize else scores[lr][0], lr))
-    return close + rest
+    return close + sorted((lr for lr in scores if lr not in close), key=_by_score(scores, maximize))
 
 
 def _halving_pruner():
