@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_minimal import errors, outputs_and_grads, stepwise
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqarena.cli import main
@@ -32,26 +33,8 @@ def build(impl="chunked", dtype=torch.float32, seed=0, **fields):
     return build_model("linear-attention", impl=impl, **fields).to(dtype)
 
 
-def stepwise(model, x):
-    state, ys = model.init_state(x.shape[0]), []
-    for x_t in x.unbind(1):
-        y_t, state = model.step(state, x_t)
-        ys.append(y_t)
-    return torch.stack(ys, dim=1), state
-
-
-def outputs_and_grads(model, x, weight, run=lambda model, x: model(x)):
-    """run(model, x), then the gradients of sum(output * weight) for x and every parameter."""
-    model.zero_grad()
-    x = x.clone().requires_grad_()
-    y = run(model, x)
-    (y * weight.to(y.dtype)).sum().backward()
-    return [y.detach(), x.grad] + [p.grad for p in model.parameters()]
-
-
 def assert_close(actual, reference, tol=1e-5):
-    for i, (got, want) in enumerate(zip(actual, reference)):
-        error = (got.double() - want).abs().max().item() / (1 + want.abs().max().item())
+    for i, error in enumerate(errors(actual, reference)):
         assert error <= tol, f"tensor {i}: relative error {error:.3g} > {tol:g}"
 
 

@@ -27,11 +27,12 @@ def build(name, impl="scan", dtype=torch.float32, seed=0, **fields):
     return build_model(name, impl=impl, **fields).to(dtype)
 
 
-def outputs_and_grads(model, x, weight):
-    """The forward output, then the gradients of sum(output * weight) for x and every parameter."""
+def outputs_and_grads(model, x, weight, run=lambda model, x: model(x)):
+    """run(model, x) (the forward by default), then the gradients of sum(output * weight) for x
+    and every parameter."""
     model.zero_grad()
     x = x.clone().requires_grad_()
-    y = model(x)
+    y = run(model, x)
     (y * weight.to(y.dtype)).sum().backward()
     return [y.detach(), x.grad] + [p.grad for p in model.parameters()]
 
