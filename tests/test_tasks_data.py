@@ -45,7 +45,7 @@ def test_text_lm_bad_files_are_one_line_user_errors(tmp_path):
     empty.write_text("")
     latin1.write_bytes("caf\u00e9 au lait".encode("latin-1"))
     short.write_text("just a few words")
-    for path, message in [(empty, "is empty"), (latin1, "is not UTF-8"),
+    for path, message in [(empty, "is empty"), (latin1, r"latin1.txt:1: not UTF-8 \(byte 0xe9\)"),
                           (tmp_path / "missing.txt", "does not exist")]:
         with pytest.raises(UserError, match=message) as e:
             make_task("text-lm", text=str(path)).wrap(TinyGRU(16))

@@ -107,6 +107,12 @@ class TaskConfig:
         if self.seed < 0:
             raise ConfigError(f"{type(self).__name__}.seed must be >= 0, got {self.seed}")
 
+    def need_data(self, task: str, data: str, form: str, what: str) -> None:
+        """ConfigError unless `data` (the config's --data) names something; `form` is FILE or DIR,
+        `what` says what it must hold."""
+        if not data:
+            raise ConfigError(f"task {task!r} needs data={form} (--data): {what}")
+
     def need_seq_len(self, task: str, minimum: int, why: str) -> None:
         """ConfigError unless seq_len >= minimum; `why` says where the minimum comes from."""
         if self.seq_len < minimum:

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqarena.errors import ConfigError, UserError
-from seqarena.fileio import atomic_write_json
+from seqarena.errors import UserError
+from seqarena.fileio import atomic_write_json, read_utf8
 from seqarena.tasks.base import (Batch, DatasetTask, PoolHead, TaskConfig, register_task,
                                  token_sums)
 from seqarena.tasks import tokenizer as tok
@@ -56,25 +56,6 @@ def dealing_rng(seed: int) -> np.random.Generator:
 
 
 # --- reading -------------------------------------------------------------------------------
-
-def read_utf8(path: Path, what: str) -> str:
-    """A file's text; UserError naming the line of the first byte that is not UTF-8."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); convert the file, "
-                        "e.g. iconv -t UTF-8") from None
-    if not text.strip():
-        raise UserError(f"{what} {path} is empty")
-    return text
-
 
 def read_table(path: Path, columns: tuple[str, ...]) -> tuple[dict[str, list], list[int]]:
     """({column: values}, the file line of each row) of a CSV, TSV, JSON Lines or Parquet file;
@@ -278,9 +259,8 @@ class ClassifyConfig(TaskConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.data:
-            raise ConfigError("task 'classify' needs data=FILE (--data): a .csv, .tsv, .jsonl or "
-                              ".parquet table, or a directory of train/val/test files")
+        self.need_data("classify", self.data, "FILE", "a .csv, .tsv, .jsonl or .parquet table, "
+                       "or a directory of train/val/test files")
         tok.check_kind(self.tokenizer, self.vocab_size, type(self).__name__)
 
 

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqarena.errors import ConfigError, UserError
+from seqarena.errors import UserError
+from seqarena.fileio import read_utf8
 from seqarena.tasks.base import Batch, TaskConfig, register_task
 from seqarena.tasks.classify import (VAL_FRACTION, ClassifyTask, check_classes, class_names,
-                                     dealing_rng, read_utf8, stratified_split)
+                                     dealing_rng, stratified_split)
 from seqarena.tasks.forecast import fill_gaps
 
 # N series, B batch, L length (seq_len), W the files' width (longest series), D model width
@@ -87,9 +88,8 @@ class SeriesConfig(TaskConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.data:
-            raise ConfigError("task 'series-classify' needs data=DIR (--data): a UCR dataset "
-                              "directory holding NAME_TRAIN.tsv and NAME_TEST.tsv")
+        self.need_data("series-classify", self.data, "DIR",
+                       "a UCR dataset directory holding NAME_TRAIN.tsv and NAME_TEST.tsv")
 
 
 @register_task("series-classify")

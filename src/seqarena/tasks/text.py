@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqarena.errors import ConfigError, UserError
+from seqarena.fileio import read_utf8
 from seqarena.tasks import tokenizer as tok
 from seqarena.tasks.base import (Batch, Task, TaskConfig, TokenHead, register_task, split_rng,
                                  token_sums, unwrapped)
@@ -44,21 +45,7 @@ def read_text(path: str) -> str:
         from pydoc_data.topics import topics
 
         return "".join(topics[key] for key in sorted(topics))
-    file = Path(path)
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"text file {file} does not exist") from None
-    except OSError as e:
-        raise UserError(f"cannot read text file {file}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"text file {file} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset "
-                        f"{e.start}); convert it, e.g. iconv -t UTF-8") from None
-    if not text.strip():
-        raise UserError(f"text file {file} is empty")
-    return text
+    return read_utf8(Path(path), "text file")
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqarena.errors import ConfigError, UserError
+from seqarena.fileio import read_utf8
 from seqarena.tasks.base import (IGNORE, Batch, DatasetTask, TaskConfig, TokenHead, register_task,
                                  token_sums, unwrapped)
-from seqarena.tasks.classify import dealing_rng, read_utf8
+from seqarena.tasks.classify import dealing_rng
 from seqarena.tasks.dates import EncoderDecoderModel
 from seqarena.tasks import tokenizer as tok
 
@@ -72,9 +73,7 @@ class TranslateConfig(TaskConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.data:
-            raise ConfigError("task 'translate' needs data=FILE (--data): a UTF-8 file of "
-                              "source<TAB>target lines")
+        self.need_data("translate", self.data, "FILE", "a UTF-8 file of source<TAB>target lines")
         self.need_seq_len("translate", 2, "a target token and its <bos> or <eos>")
         tok.check_kind(self.tokenizer, self.vocab_size, type(self).__name__)
 
