@@ -15,6 +15,8 @@ class is the whole seam: code outside `models/` reads only the names declared he
     reference()     the same parameters on the readable path (fused -> cells, SDPA -> equations,
                     scan -> loop), for the checks a benchmark runs before it times a fast path
     uncounted_flops forward FLOPs that torch's FlopCounterMode cannot see (fused kernels, scans)
+    state_size      floats step() carries per layer and sequence after n tokens (Zoology's axis:
+                    a recurrence's is flat in n, a KV cache's grows with it)
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ class Backbone(nn.Module):
         """Forward FLOPs FlopCounterMode misses for this input size; None: it sees them all.
 
         Call it outside any FlopCounterMode of your own: a model may probe the counter."""
+        return None
+
+    def state_size(self, n_tokens: int) -> int | None:
+        """Floats step() carries per layer and sequence once n_tokens have been read; None when
+        the model does not say (a plug-in)."""
         return None
 
 
