@@ -80,13 +80,11 @@ def main(argv: list[str] | None = None) -> None:
                              "range": f"{min(got):,.0f} - {max(got):,.0f}",
                              "speedup": f"{median / alone:.2f}x"})
                 results.append(BenchResult(
-                    model=model, impl="seqarena", mode="train", seq_len=args.seq_len,
+                    model=model, mode="train", seq_len=args.seq_len,
                     batch=args.batch, d_model=args.d_model, layers=args.layers,
                     threads=nproc * threads, device="cpu", dtype="float32", tokens_per_s=median,
                     latency_s=args.batch * args.seq_len / median, flops=None, mfu=None,
-                    peak_mem_bytes=None,
-                    extra={"processes": nproc, "threads_per_process": threads,
-                           "tokens_per_s_repeats": got, "task": args.task, "steps": args.steps}))
+                    peak_mem_bytes=None, impl=f"{nproc} x {threads}"))
     load = (LOAD_AT_START, load_average())
     machine = {**machine_info(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     print(f"{args.task}, L={args.seq_len}, global batch {args.batch}, d_model {args.d_model}, "
@@ -98,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                        ["model", "layout", "tokens/s", "range", "vs 1 x 1"]))
     if args.out:
         write_results(args.out, "bench", results, command=["python", *sys.argv], machine=machine,
-                      load_average=load)
+                      load_average=load, task=args.task, steps=args.steps, layouts=rows)
         print(f"wrote {args.out}")
 
 

@@ -142,7 +142,7 @@ def sweep(torch, out_dir: str, seq_lens: tuple[int, ...]) -> list[dict]:
     for r in run.results:
         item = f"{r.model} ({r.impl}) {r.mode} L={r.seq_len}"
         if r.status != "ok":
-            out.append(row("sweep", item, r.extra.get("error") or r.status,
+            out.append(row("sweep", item, r.error or r.status,
                            None if r.status in ("unsupported", "oom", "timeout") else False))
             continue
         mfu = "" if r.mfu is None else f", MFU {100 * r.mfu:.1f} %"

@@ -288,7 +288,7 @@ def main() -> None:
         results += [BenchResult(name, "seqarena", "decode", p, B, D, LAYERS, args.threads, "cpu",
                                 "float32", B / statistics.median(times), statistics.median(times),
                                 None, None, None, family=FAMILIES[CONTENDERS[name].name],
-                                extra={"position": p}, round_s=times)
+                                position=p, round_s=times)
                     for (name, p), times in m.decode.items()]
         write_results(f"{args.out}/targets.json", "bench", results, machine=machine,
                       peak_flops={key: max(paths.values())}, peak_paths={key: paths},

@@ -122,7 +122,7 @@ def test_a_kv_cache_grows_with_position_and_a_recurrent_state_does_not():
     for name in ("transformer", "lstm"):
         w = Workload(build_model(name, d_model=D, layers=1))
         sizes[name] = [measure_decode(w, p, B, D, CPU, torch.float32, 1, window=2)
-                       .extra["state_bytes"] for p in (4, 40)]
+                       .state_bytes for p in (4, 40)]
     assert sizes["transformer"][1] > sizes["transformer"][0] > 0
     assert sizes["lstm"][0] == sizes["lstm"][1] == 2 * (1 * B * D) * 4  # h and c, float32
 
@@ -271,7 +271,7 @@ def test_a_point_past_its_time_budget_is_recorded_as_a_timeout_and_the_sweep_goe
 def test_a_refused_backbone_is_recorded_as_an_error_with_the_reason():
     report = run([entry("wrong", lambda d: DisagreeingStep(nn.Linear(d, d)))], modes=("train",))
     assert {r.status for r in report.results} == {"error"}
-    assert "step-by-step" in report.results[0].extra["error"]
+    assert "step-by-step" in report.results[0].error
     assert any("not timed" in note for note in report.notes)
 
 
@@ -287,7 +287,7 @@ def test_decoding_a_model_without_step_is_recorded_as_unsupported():
 def test_every_registered_model_runs_through_a_tiny_sweep():
     report = run(None, models=("rnn", "lstm", "gru", "mingru", "minlstm", "transformer",
                                "transformer-ed", "rnn-ed"), seq_lens=(8,))
-    bad = [(r.model, r.mode, r.status, r.extra) for r in report.results
+    bad = [(r.model, r.mode, r.status, r.error) for r in report.results
            if r.status not in ("ok", "unsupported")]
     assert not bad
     ok = [r for r in report.results if r.status == "ok"]
@@ -357,7 +357,7 @@ def result(model, mode, seq_len, tokens_per_s, threads=1, impl="seqarena", iqr_s
            round_s=()):
     return BenchResult(model, impl, mode, seq_len, 4, 8, 1, threads, "cpu", "float32",
                        tokens_per_s, 4 * seq_len / tokens_per_s, None, None, None,
-                       extra={"iqr_s": iqr_s}, round_s=list(round_s))
+                       iqr_s=iqr_s, round_s=list(round_s))
 
 
 def texts(results):
@@ -438,11 +438,12 @@ def test_thread_scaling_compares_all_cores_with_one_thread():
     assert rows[0]["speedup"] == pytest.approx(1.5) and rows[0]["threads_to"] == 2
 
 
-def test_csv_has_a_column_for_every_field_and_extra_key():
+def test_csv_has_a_column_for_every_field():
     r = result("lstm", "decode", 4, 10.0)
-    r.extra = {"position": 4, "state_bytes": 128}
+    r.position, r.state_bytes = 4, 128
     header, row = csv_text([r]).splitlines()
-    assert header.split(",")[-2:] == ["position", "state_bytes"]
+    columns = dict(zip(header.split(","), row.split(",")))
+    assert (columns["position"], columns["state_bytes"]) == ("4", "128")
     assert row.startswith("lstm,seqarena,decode,4,")
 
 

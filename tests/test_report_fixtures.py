@@ -106,7 +106,7 @@ def bench_rows() -> list[BenchResult]:
                                     tokens_per_s=16 / lat, latency_s=lat, flops=None, mfu=None,
                                     peak_mem_bytes=None,
                                     family=FAMILIES[m],
-                                    extra={"position": pos, "state_bytes": state}))
+                                    position=pos, state_bytes=state))
     for L in (64, 256, 1024, 4096):
         rows.append(BenchResult(model="lstm", impl="torch.nn", mode="train", seq_len=L, **common,
                                 tokens_per_s=2.4e5, latency_s=16 * L / 2.4e5, flops=1e9, mfu=0.2,

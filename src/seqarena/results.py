@@ -22,7 +22,8 @@ from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json
 from seqarena.runtime import float_settings
 
-SCHEMA_VERSION = 2  # 2: RunResult's extra dict became named fields; analyses use this schema
+SCHEMA_VERSION = 3  # 2: RunResult's extra dict became named fields; analyses use this schema
+#                    3: BenchResult's extra dict became named fields; per-example scores in RunResult
 
 
 def cpu_model() -> str:
@@ -120,7 +121,12 @@ class BenchResult:
     peak_mem_bytes: int | None
     status: str = "ok"  # "ok", "oom", "timeout", "error", "unsupported"
     family: str = ""  # the family of the model timed ("recurrent", "attention", ...)
-    extra: dict[str, Any] = field(default_factory=dict)  # spread, params, state bytes, position ...
+    error: str = ""  # why the point has no figures (status not "ok"): the failure or the skip
+    iqr_s: float | None = None  # interquartile range of the rounds' medians, seconds
+    runs: int | None = None  # timed rounds the median is taken over
+    position: int | None = None  # decode: the position timed (the state holds position - 1 tokens)
+    state_bytes: int | None = None  # decode: bytes of the state at that position (cache or hidden)
+    wall_s: float | None = None  # seconds the point cost the sweep, preparation included
     round_s: list[float] = field(default_factory=list)  # each round's median seconds, in order
     bytes_moved: float | None = None  # bytes the step's ops read and write (seqarena.flops)
     mbu: float | None = None  # bytes/s over the measured memory bandwidth (the second roof)
@@ -193,7 +199,7 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     rows = doc["results"] if isinstance(doc["results"], list) else None
     if rows is None or not all(isinstance(r, dict) for r in rows):
         raise UserError(f"{path}: malformed results (a list of objects expected)")
-    if doc["schema_version"] < 2 and cls is RunResult:  # version 1 kept these fields in `extra`
+    if doc["schema_version"] < {RunResult: 2, BenchResult: 3}.get(cls, 0):  # fields were in extra
         rows = [{**(r.get("extra") or {}), **r} for r in rows]
     try:
         doc["results"] = [cls(**{k: v for k, v in r.items() if k in names}) for r in rows]

@@ -129,9 +129,10 @@ class Measured:
     tokens: int  # tokens per timed call: B * L, or B for one decode step
     flops: float | None
     peak_mem_bytes: int | None
-    extra: dict[str, Any]
     bytes_moved: float | None = None  # bytes the call's ops read and write (seqarena.flops)
     round_s: list[float] = field(default_factory=list)  # each round's median seconds
+    position: int | None = None  # decode: the position timed
+    state_bytes: int | None = None  # decode: bytes of the state there
 
 
 @dataclass
@@ -145,7 +146,8 @@ class Prepared:
     flops: float | None
     bytes_moved: float | None
     peak_mem_bytes: int | None
-    extra: dict[str, Any] = field(default_factory=dict)
+    position: int | None = None  # throughput points have none
+    state_bytes: int | None = None
 
     def time_round(self, min_run_time: float) -> Timing:
         return time_round(self.fn, self.device, self.threads, min_run_time)
@@ -227,8 +229,7 @@ def measure_throughput(workload: Workload, mode: str, x: torch.Tensor, threads: 
     timing = time_call(point.fn, point.device, threads, min_run_time=min_run_time, warmup=0)
     if mode == "train":
         workload.module.zero_grad(set_to_none=True)
-    return Measured(timing, point.tokens, point.flops, point.peak_mem_bytes,
-                    {"iqr_s": timing.iqr_s, "runs": timing.runs}, point.bytes_moved,
+    return Measured(timing, point.tokens, point.flops, point.peak_mem_bytes, point.bytes_moved,
                     [timing.median_s])
 
 
@@ -269,9 +270,7 @@ def measure_decode(workload: Workload, position: int, batch: int, d_model: int,
         moved = count_bytes(one_step)
     timing = Timing.of(samples)
     return Measured(timing, batch, total_flops(counted, workload.step_uncounted(batch, position)),
-                    memory.peak_bytes,
-                    {"position": position, "state_bytes": state_bytes, "iqr_s": timing.iqr_s,
-                     "runs": timing.runs}, moved, [timing.median_s])
+                    memory.peak_bytes, moved, [timing.median_s], position, state_bytes)
 
 
 def tensor_bytes(state: Any) -> int:

@@ -138,7 +138,7 @@ def _crossover(a: str, b: str, lengths: list[int],
 def _overlap(r: BenchResult, s: BenchResult) -> bool:
     """Whether the two results' latencies, each +- half its quartile spread, overlap."""
     def interval(x):
-        half = 0.5 * (x.extra.get("iqr_s") or 0.0)
+        half = 0.5 * (x.iqr_s or 0.0)
         return x.latency_s - half, x.latency_s + half
 
     (lo_r, hi_r), (lo_s, hi_s) = interval(r), interval(s)
@@ -265,17 +265,16 @@ FOLDABLE = ("batch", "d_model", "layers", "threads", "device", "dtype")  # shown
 def table_rows(results: Iterable[BenchResult]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
-        state = r.extra.get("state_bytes")
         rows.append({
             "model": r.model, "impl": r.impl, "mode": r.mode, "seq_len": r.seq_len,
             "batch": r.batch, "d_model": r.d_model, "layers": r.layers, "threads": r.threads,
             "device": r.device, "dtype": r.dtype,
             "tokens_per_s": None if r.tokens_per_s is None else round(r.tokens_per_s),
             "latency_ms": _scaled(r.latency_s, 1e3),
-            "spread_ms": _scaled(r.extra.get("iqr_s"), 1e3),
+            "spread_ms": _scaled(r.iqr_s, 1e3),
             "gflop": _scaled(r.flops, 1e-9), "mfu_pct": _scaled(r.mfu, 100),
             "mbu_pct": _scaled(r.mbu, 100), "intensity": r.intensity,
-            "peak_mb": _scaled(r.peak_mem_bytes, 2 ** -20), "state_mb": _scaled(state, 2 ** -20),
+            "peak_mb": _scaled(r.peak_mem_bytes, 2 ** -20), "state_mb": _scaled(r.state_bytes, 2 ** -20),
             "status": r.status})
     return rows
 
@@ -299,14 +298,13 @@ def format_results(results: list[BenchResult]) -> str:
 # --- files -----------------------------------------------------------------------------------
 
 def csv_text(results: list[BenchResult]) -> str:
-    """One row per result: BenchResult's fields, then each key of `extra` as its own column."""
-    fields = [f.name for f in dataclasses.fields(BenchResult) if f.name != "extra"]
-    extras = list(dict.fromkeys(k for r in results for k in r.extra))
+    """One row per result, one column per BenchResult field."""
+    fields = [f.name for f in dataclasses.fields(BenchResult)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(fields + extras)
+    writer.writerow(fields)
     for r in results:
-        writer.writerow([_cell(getattr(r, f)) for f in fields] + [r.extra.get(k) for k in extras])
+        writer.writerow([_cell(getattr(r, f)) for f in fields])
     return out.getvalue()
 
 

@@ -304,10 +304,9 @@ class Sweep:
                             peak_mem_bytes=None, family=c.workload.module.family, **coords)
             results[id(c)] = r
             if c.refusal:
-                r.status, r.extra = "error", {"error": f"not timed: {c.refusal}"}
+                r.status, r.error = "error", f"not timed: {c.refusal}"
             elif mode in c.stopped:
-                r.status, why = c.stopped[mode]
-                r.extra = {"skipped": why}
+                r.status, r.error = c.stopped[mode]
             else:
                 started = time.perf_counter()
                 prepared = self._guarded(r, c, lambda: prepare(c), cfg.time_budget_s)
@@ -330,7 +329,7 @@ class Sweep:
             r = results[id(c)]
             if r.status == "ok":
                 self._fill(r, prepared, rounds[id(c)], roofs)
-            r.extra["wall_s"] = spent[id(c)]  # what the point cost the sweep
+            r.wall_s = spent[id(c)]
             if mode == "train":
                 c.workload.module.zero_grad(set_to_none=True)
         for c in contenders:
@@ -349,15 +348,15 @@ class Sweep:
             with deadline(budget_s):
                 return fn()
         except PointTimeout as e:
-            result.status, result.extra = "timeout", {"error": str(e)}
+            result.status, result.error = "timeout", str(e)
         except NoStep as e:
-            result.status, result.extra = "unsupported", {"error": str(e)}
+            result.status, result.error = "unsupported", str(e)
         except Exception as e:  # noqa: BLE001  a sweep records a failing point and goes on
             result.status = "oom" if is_oom(e) else "error"
-            result.extra = {"error": f"{type(e).__name__}: {_first_line(e)}"}
+            result.error = f"{type(e).__name__}: {_first_line(e)}"
             if result.status == "error":
                 self.report.note(f"{result.model} ({result.impl}) {result.mode} at L="
-                                 f"{result.seq_len} failed: {result.extra['error']}")
+                                 f"{result.seq_len} failed: {result.error}")
             else:
                 gc.collect()
                 if torch.cuda.is_available():
@@ -380,7 +379,8 @@ class Sweep:
             result.intensity = (prepared.flops / prepared.bytes_moved if prepared.flops
                                 else None)
         result.peak_mem_bytes = prepared.peak_mem_bytes
-        result.extra = {**prepared.extra, "iqr_s": timing.iqr_s, "runs": timing.runs}
+        result.iqr_s, result.runs = timing.iqr_s, timing.runs
+        result.position, result.state_bytes = prepared.position, prepared.state_bytes
 
 
 class DecodePoint:
@@ -400,7 +400,7 @@ class DecodePoint:
         first = measure_decode(*self.args, window=self.window)
         self.tokens, self.flops, self.bytes_moved = first.tokens, first.flops, first.bytes_moved
         self.peak_mem_bytes = first.peak_mem_bytes
-        self.extra = {k: v for k, v in first.extra.items() if k in ("position", "state_bytes")}
+        self.position, self.state_bytes = first.position, first.state_bytes
         self.pending: Timing | None = first.timing
 
     def time_round(self, min_run_time: float) -> Timing:

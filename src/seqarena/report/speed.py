@@ -221,18 +221,12 @@ def roofline_chart(benches: list[Bench], colour: Palette) -> Chart | None:
 
 
 def decode_position(r: BenchResult) -> int:
-    """The position a decode row was timed at (the bench keeps it in extra)."""
-    for k in ("position", "pos", "decode_position", "context"):
-        if finite(r.extra.get(k)):
-            return int(r.extra[k])
-    return r.seq_len
+    """The position a decode row was timed at."""
+    return r.position if r.position is not None else r.seq_len
 
 
 def _state_bytes(r: BenchResult) -> float | None:
-    for k in ("state_bytes", "cache_bytes", "kv_cache_bytes"):
-        if finite(r.extra.get(k)):
-            return float(r.extra[k])
-    return None
+    return float(r.state_bytes) if finite(r.state_bytes) else None
 
 
 def decode_chart(benches: list[Bench], colour: Palette) -> Chart | None:
