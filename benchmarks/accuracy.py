@@ -1,6 +1,6 @@
 """Which architectures solve which memory task at which length, under a fixed budget.
 
-Every model of the comparison (sized to one parameter count by seqarena.compare) is trained on
+Every model of the comparison (sized to one parameter count by seqarena.experiment.compare) is trained on
 the adding problem at T = 100 and T = 200 (one layer), on multi-query associative recall and on
 selective copying (two layers: attention needs two to recall by content, an induction head), each
 for a fixed number of steps with the same optimizer settings (those of `seqarena compare`), with
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seqarena.compare import DEFAULT_MODELS, DEFAULT_TRAIN, CompareConfig, compare
+from seqarena.experiment.compare import DEFAULT_MODELS, DEFAULT_TRAIN, CompareConfig, compare
 from seqarena.results import write_results
 from seqarena.table import format_table
 

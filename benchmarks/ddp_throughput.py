@@ -27,12 +27,12 @@ from seqarena.bench.openmp import choose_wait_policy, load_average
 LOAD_AT_START = load_average()
 choose_wait_policy()  # before torch loads OpenMP; the ranks it spawns inherit the choice
 
-from seqarena.distributed import cores  # noqa: E402
+from seqarena.training.distributed import cores  # noqa: E402
 from seqarena.results import (BenchResult, RunResult, machine_info, machine_label,  # noqa: E402
                               write_results)
 from seqarena.table import format_table  # noqa: E402
 from seqarena.config import TrainConfig  # noqa: E402
-from seqarena.train import train, train_processes  # noqa: E402
+from seqarena.training.train import train, train_processes  # noqa: E402
 
 
 def run(cfg: TrainConfig, nproc: int) -> RunResult:

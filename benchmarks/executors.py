@@ -16,9 +16,9 @@ import dataclasses
 import tempfile
 import time
 
-from seqarena.cluster import RayExecutor
-from seqarena.compare import compare, compare_config_from
-from seqarena.executor import LocalExecutor
+from seqarena.experiment.cluster import RayExecutor
+from seqarena.experiment.compare import compare, compare_config_from
+from seqarena.experiment.executor import LocalExecutor
 from seqarena.table import format_table
 
 

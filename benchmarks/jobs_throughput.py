@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqarena.compare import DEFAULT_TRAIN, CompareConfig, compare
+from seqarena.experiment.compare import DEFAULT_TRAIN, CompareConfig, compare
 from seqarena.table import format_table
 
 LIMIT = 0.10  # a move in tokens/s beyond this keeps compare's default at one job

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from seqarena.analyze import (GradientConfig, attention_maps, gradient_flow,
+from seqarena.analysis.analyze import (GradientConfig, attention_maps, gradient_flow,
                               input_gradient_norms)
 from seqarena.config import TrainConfig
 from seqarena.errors import ConfigError, UserError
-from seqarena.inference import load_run
+from seqarena.training.inference import load_run
 from seqarena.report import write_report
 from seqarena.results import SCHEMA_VERSION
-from seqarena.train import build, train
+from seqarena.training.train import build, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

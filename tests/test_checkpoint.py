@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from seqarena import checkpoint
+from seqarena.training import checkpoint
 from seqarena.errors import UserError
 
 

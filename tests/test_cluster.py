@@ -12,9 +12,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install '.[ray]')")
 
 from seqarena.cli import main  # noqa: E402
-from seqarena.cluster import RayExecutor  # noqa: E402
-from seqarena.compare import compare  # noqa: E402
-from seqarena.executor import RunSpec  # noqa: E402
+from seqarena.experiment.cluster import RayExecutor  # noqa: E402
+from seqarena.experiment.compare import compare  # noqa: E402
+from seqarena.experiment.executor import RunSpec  # noqa: E402
 from test_compare_runs import small_compare, summary_numbers, tiny  # noqa: E402
 
 EXIT_AT = 45  # the killed run's worker dies here, after its checkpoint at step 40 (the other

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from seqarena.compare import (CompareConfig, closest, compare, compare_config_from, count,
+from seqarena.experiment.compare import (CompareConfig, closest, compare, compare_config_from, count,
                               size_models, table_rows)
 from seqarena.errors import ConfigError, UserError
 from seqarena.models import MODELS, Backbone, ModelConfig, register_model

@@ -8,7 +8,7 @@ import sys
 import pytest
 from test_plugins import PLUGIN_MODULE
 
-from seqarena.compare import run_dir_name
+from seqarena.experiment.compare import run_dir_name
 
 
 @pytest.fixture()

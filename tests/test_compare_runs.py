@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from seqarena import train as train_module
+from seqarena.training import train as train_module
 from seqarena.cli import main
-from seqarena.compare import CompareConfig, compare
+from seqarena.experiment.compare import CompareConfig, compare
 from seqarena.config import TrainConfig
-from seqarena.executor import LocalExecutor, RunSpec, execute
-from seqarena.lrsearch import rungs, search
+from seqarena.experiment.executor import LocalExecutor, RunSpec, execute
+from seqarena.experiment.lrsearch import rungs, search
 from seqarena.results import read_results
 from seqarena.tasks.base import GeneratedTask
 

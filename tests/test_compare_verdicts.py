@@ -10,7 +10,7 @@ import torch
 from seqarena.stats import example_interval, overlap, seeds_interval, spread, values_interval
 from seqarena.tasks import make_task
 from seqarena.tasks.base import ExampleScores, squared_error_sums, token_sums
-from seqarena.verdict import Entry, clear_of_baseline, rank, verdicts
+from seqarena.experiment.verdict import Entry, clear_of_baseline, rank, verdicts
 
 
 def scores(totals, counts=None, finish=lambda m: m):

@@ -28,14 +28,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from seqarena import distributed
-from seqarena.distributed import RankLost, Ranks
+from seqarena.training import distributed
+from seqarena.training.distributed import RankLost, Ranks
 from seqarena.errors import UserError
 from seqarena.results import read_results
 from seqarena.tasks import TASKS, Batch, Task, TaskConfig, register_task
 from seqarena.tasks.base import PoolHead
 from seqarena.config import TrainConfig
-from seqarena.train import build, train
+from seqarena.training.train import build, train
 
 torch.set_num_threads(1)
 TIMEOUT_S = 60  # deadline of one multi-process run in these tests

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from seqarena import explain
+from seqarena.analysis import explain
 from seqarena.cli import cli
 from seqarena.errors import UserError
 

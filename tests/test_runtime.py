@@ -17,7 +17,7 @@ BENCH = ["bench", "--models", "rnn", "--seq-lens", "8", "--batch-size", "2", "--
          "--threads", "1", "--modes", "prefill", "--min-run-time", "0.001"]
 
 # run inside the training process, at the end of the run: what would 1e-39 * 1.0 be there?
-PROBE = ("import sys, torch, seqarena.cli as c, seqarena.train as t\n"
+PROBE = ("import sys, torch, seqarena.cli as c, seqarena.training.train as t\n"
          "real = t.Trainer.run\n"
          "def run(self):\n"
          "    out = real(self)\n"
@@ -83,7 +83,7 @@ def test_every_run_of_a_comparison_flushes_in_its_own_process(tmp_path, jobs):
 
 @pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
 def test_train_called_from_python_flushes_too(tmp_path):
-    code = ("import sys, torch\nfrom seqarena.config import TrainConfig\nfrom seqarena.train "
+    code = ("import sys, torch\nfrom seqarena.config import TrainConfig\nfrom seqarena.training.train "
             "import train\ntrain(TrainConfig(model='rnn', steps=2, seq_len=8, d_model=8, "
             f"out={str(tmp_path)!r}, name='lib'))\n"
             "print('PRODUCT', (torch.tensor(1e-39) * 1.0).item(), file=sys.stderr)\n")

@@ -17,8 +17,8 @@ from seqarena.tasks import make_task
 from seqarena.tasks import tokenizer as tok
 from seqarena.tasks.classify import stratified_split
 from seqarena.config import TrainConfig
-from seqarena.inference import load_run
-from seqarena.train import train
+from seqarena.training.inference import load_run
+from seqarena.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -236,7 +236,7 @@ def test_bad_json_lines_name_their_line(tmp_path):
 
 
 def test_resume_reads_the_saved_tokenizer_not_one_learnt_from_the_changed_file(tmp_path):
-    from seqarena import checkpoint
+    from seqarena.training import checkpoint
 
     path = write(tmp_path / "r.csv", reviews(90))
     cfg = TrainConfig(model="gru", task="classify", seq_len=16, steps=4, d_model=16,

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from test_tasks_backbones import TinyGRU
 
 from seqarena.config import TrainConfig
-from seqarena.inference import generate
+from seqarena.training.inference import generate
 from seqarena.tasks import make_task
 from seqarena.tasks import tokenizer as tok
-from seqarena.train import train
+from seqarena.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -10,8 +10,8 @@ from seqarena.models import build_model
 from seqarena.tasks import make_task
 from seqarena.tasks import tokenizer as tok
 from seqarena.config import TrainConfig
-from seqarena.inference import generate
-from seqarena.train import train
+from seqarena.training.inference import generate
+from seqarena.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

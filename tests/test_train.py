@@ -21,7 +21,7 @@ from seqarena.models import MODELS, Backbone, ModelConfig, register_model
 from seqarena.results import read_results
 from seqarena.tasks import TASKS, Batch, Task, TaskConfig, register_task
 from seqarena.config import TrainConfig, config_from, read_toml
-from seqarena.train import lr_factor, train
+from seqarena.training.train import lr_factor, train
 
 torch.set_num_threads(1)
 

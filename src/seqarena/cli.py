@@ -90,7 +90,7 @@ def models(d_model: int, layers: int, as_json: bool):
 # --- explain --------------------------------------------------------------------------------
 
 def _matrix_options(*specs: tuple[str, str]):
-    """Options holding a matrix as text ("1,0;0,1"), handed as-is to seqarena.explain."""
+    """Options holding a matrix as text ("1,0;0,1"), handed as-is to seqarena.analysis.explain."""
     def decorate(f):
         for name, help_text in reversed(specs):
             f = click.option(f"--{name}", metavar="MATRIX", help=help_text)(f)
@@ -138,7 +138,7 @@ def explain_group():
 @_json_option
 def explain_rnn(as_json: bool, **inputs):
     """Elman RNN: h_t = f(W_h·h_{t-1} + W_x·x_t + b)."""
-    from seqarena.explain import rnn
+    from seqarena.analysis.explain import rnn
 
     _show(rnn(**inputs), as_json)
 
@@ -153,7 +153,7 @@ def explain_rnn(as_json: bool, **inputs):
 def explain_lstm(as_json: bool, **inputs):
     """LSTM, as torch.nn.LSTM: gates i, f, o = sigmoid(W·x_t + U·h_{t-1} + b), g the same with
     tanh; c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t). H is the rows of the U (or W) given."""
-    from seqarena.explain import lstm
+    from seqarena.analysis.explain import lstm
 
     _show(lstm(**inputs), as_json)
 
@@ -170,7 +170,7 @@ def explain_lstm(as_json: bool, **inputs):
 def explain_gru(as_json: bool, **inputs):
     """GRU in PyTorch's convention: r, z = sigmoid(W·x_t + U·h_{t-1} + b),
     n_t = tanh(W_n·x_t + b_in + r_t*(U_n·h_{t-1} + b_hn)), h_t = (1-z_t)*n_t + z_t*h_{t-1}."""
-    from seqarena.explain import gru
+    from seqarena.analysis.explain import gru
 
     _show(gru(**inputs), as_json)
 
@@ -188,7 +188,7 @@ def explain_gru(as_json: bool, **inputs):
 def explain_attention(as_json: bool, **inputs):
     """Multi-head attention: per head softmax(Q_h·K_h^T / sqrt(Dh))·V_h, heads concatenated,
     then ·W_o."""
-    from seqarena.explain import attention
+    from seqarena.analysis.explain import attention
 
     _show(attention(**inputs), as_json)
 
@@ -256,7 +256,7 @@ def _train_defaults() -> dict:
 
 
 def _compare_defaults() -> dict:
-    from seqarena.compare import DEFAULT_TRAIN, CompareConfig
+    from seqarena.experiment.compare import DEFAULT_TRAIN, CompareConfig
 
     c, t = CompareConfig(), DEFAULT_TRAIN
     return {"models": ",".join(c.models), "seq_lens": ",".join(map(str, c.seq_lens)),
@@ -312,9 +312,10 @@ def _flag_layer(given: dict) -> dict:
 @_training_options
 def train(config_file, resume, nproc, **given):
     """Train one model on one task into runs/<name>/."""
-    from seqarena import distributed, runtime
+    from seqarena import runtime
+    from seqarena.training import distributed
     from seqarena.config import resolve_config
-    from seqarena.train import train as run_training, train_processes
+    from seqarena.training.train import train as run_training, train_processes
 
     runtime.setup()
     try:
@@ -382,7 +383,7 @@ def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, exec
             address, resume, **given):
     """Train several models on one task under one budget, side by side (the main job)."""
     from seqarena import runtime
-    from seqarena.compare import compare as run_compare, compare_config_from, table_rows
+    from seqarena.experiment.compare import compare as run_compare, compare_config_from, table_rows
     from seqarena.config import read_toml
     from seqarena.table import format_table
 
@@ -400,7 +401,7 @@ def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, exec
             raise UserError("--address joins a Ray cluster: add --executor ray")
         outcome = run_compare(cfg, echo=click.echo, resume=resume)
     else:
-        from seqarena.cluster import RayExecutor
+        from seqarena.experiment.cluster import RayExecutor
 
         threads = cfg.train.threads or os.cpu_count() or 1
         cpus = jobs * threads if jobs and not address else None
@@ -433,7 +434,7 @@ def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, exec
 @click.option("--device", default="cpu", show_default=True)
 def generate(run_dir, prompt, max_new_tokens, temperature, seed, device):
     """Sample text from a trained run (its config.json and newest checkpoint)."""
-    from seqarena.inference import generate as sample
+    from seqarena.training.inference import generate as sample
 
     click.echo(sample(run_dir, prompt, max_new_tokens, temperature, seed, device))
 
@@ -566,11 +567,11 @@ def analyze():
 
 class _GradientOption(click.Option):
     """An option of `analyze gradients` whose help shows GradientConfig's default, read only when
-    help is shown: seqarena.analyze imports torch, which must not load when this module does
+    help is shown: seqarena.analysis.analyze imports torch, which must not load when this module does
     (`seqarena bench` chooses OpenMP's wait policy before torch starts OpenMP)."""
 
     def get_help_record(self, ctx):
-        from seqarena.analyze import GradientConfig
+        from seqarena.analysis.analyze import GradientConfig
         from seqarena.config import default
 
         value = default(GradientConfig, self.name)
@@ -602,7 +603,7 @@ def _gradient_option(name: str, help_text: str, kind: type | None = None):
               show_default=True, help="Directory for gradients.json and its charts.")
 def gradients(config_file, out, **given):
     """‖d loss / d x_t‖ against distance from the output: vanishing and exploding gradients."""
-    from seqarena.analyze import GradientConfig, gradient_flow
+    from seqarena.analysis.analyze import GradientConfig, gradient_flow
     from seqarena.config import layered, read_toml
 
     flags = {k: v for k, v in given.items() if v is not None}
@@ -624,7 +625,7 @@ def gradients(config_file, out, **given):
               help="Show at most this many positions (maps grow as L x L).")
 def attention(run_dir, out, sample, max_positions):
     """Attention maps of a trained transformer per layer and head; for a recurrent model, h_t."""
-    from seqarena.analyze import attention_maps
+    from seqarena.analysis.analyze import attention_maps
 
     if sample < 0 or max_positions <= 0:
         raise UserError("--sample must be >= 0 and --max-positions positive")

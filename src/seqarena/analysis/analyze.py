@@ -90,7 +90,7 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
     from seqarena.models import MODELS
     from seqarena.tasks import make_task
     from seqarena.config import TrainConfig
-    from seqarena.train import build, train
+    from seqarena.training.train import build, train
 
     for name in cfg.models:
         MODELS.get(name)  # an unknown name fails here, before any training
@@ -166,7 +166,7 @@ def attention_maps(run_dir: str | Path, out: str | Path | None = None, sample: i
     from seqarena.models.attention import record_attention
 
     run_dir = Path(run_dir)
-    from seqarena.inference import load_run
+    from seqarena.training.inference import load_run
 
     run = load_run(run_dir)
     cfg, task, model, step = run.cfg, run.task, run.model, run.step

@@ -7,7 +7,7 @@ the backbone; this file only runs AdamW over their parameters and writes what ha
     runs/<name>/config.json      the TrainConfig, enough to rebuild the model (`seqarena generate`)
     runs/<name>/metrics.jsonl    one object per logged step (+ the task's metric when evaluated)
     runs/<name>/summary.json     the RunResult, via seqarena.results.write_results
-    runs/<name>/checkpoints/     see seqarena.checkpoint
+    runs/<name>/checkpoints/     see seqarena.training.checkpoint
 
 Precision: on CUDA the forward pass and the loss run under bf16 autocast, which lowers matmuls
 and attention to bf16 and keeps reductions and losses in float32; weights, gradients and AdamW's
@@ -16,7 +16,7 @@ a special case here: a long product of bf16 gates loses the signal, so a recurre
 autocast off around its recurrence (`torch.autocast(device_type, enabled=False)` and float32
 inputs). On CPU everything is float32.
 
-Data parallelism (seqarena.distributed): started by torchrun, every process trains the same
+Data parallelism (seqarena.training.distributed): started by torchrun, every process trains the same
 model on its own stream of batches (stream = its rank, beside the task's seed) and DDP averages
 the gradients, so every rank takes the same step. The loop meets the other ranks through
 `self.ranks` at a few points only: the model it calls (`self.forward`), the loss it checks and
@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqarena import checkpoint, distributed, runtime
+from seqarena import runtime
+from seqarena.training import checkpoint, distributed
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write_json, atomic_write_text
 from seqarena.config import RESUMABLE_CHANGES, TrainConfig, normalized

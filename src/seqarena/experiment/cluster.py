@@ -30,7 +30,7 @@ from typing import Sequence
 
 from seqarena.config import TrainConfig
 from seqarena.errors import UserError
-from seqarena.executor import Done, RunSpec, execute, failed_result
+from seqarena.experiment.executor import Done, RunSpec, execute, failed_result
 from seqarena.results import RunResult
 
 MAX_RETRIES = 2  # attempts after a worker dies; a run that raises is not retried

@@ -6,10 +6,10 @@ The models themselves are made equal in size: each gets the width (the Transform
 feed-forward width d_ff) at which its parameter count comes closest to a common target (by
 default the largest model's count at --d-model), so a difference in the metric is a difference
 of architecture, not of capacity. Each model's peak learning rate is its own, chosen on the
-validation split (seqarena.lrsearch), or one given rate for all (--lr X).
+validation split (seqarena.experiment.lrsearch), or one given rate for all (--lr X).
 
-Every metric carries its 95 % interval (seqarena.stats) and the verdicts (seqarena.verdict) name
-a winner only when it is clear of the noise. The runs go through an Executor (seqarena.executor):
+Every metric carries its 95 % interval (seqarena.stats) and the verdicts (seqarena.experiment.verdict) name
+a winner only when it is clear of the noise. The runs go through an Executor (seqarena.experiment.executor):
 a pool of local processes for --jobs N, the same numbers as one at a time.
 
     runs/compare-<time>/compare.json                  the CompareConfig, checked on --resume
@@ -35,16 +35,16 @@ import numpy as np
 
 from seqarena.config import TrainConfig, config_from
 from seqarena.errors import ConfigError, UserError
-from seqarena.executor import Executor, LocalExecutor, RunSpec
+from seqarena.experiment.executor import Executor, LocalExecutor, RunSpec
 from seqarena.fileio import atomic_write_json
-from seqarena.lrsearch import check_grid, rungs, search
+from seqarena.experiment.lrsearch import check_grid, rungs, search
 from seqarena.report import write_report
 from seqarena.results import RunResult, write_results
 from seqarena.stats import seeds_interval, values_interval
 from seqarena.tasks import make_task
 from seqarena.tasks.base import ExampleScores
-from seqarena.train import resolve_device, set_threads
-from seqarena.verdict import verdicts
+from seqarena.training.train import resolve_device, set_threads
+from seqarena.experiment.verdict import verdicts
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
 # The default budget is steps, the same on every machine (a wall-clock cap stops a slow model

@@ -42,7 +42,7 @@ from typing import Callable
 
 from seqarena.config import TrainConfig
 from seqarena.errors import ConfigError, UserError
-from seqarena.executor import Executor, RunSpec
+from seqarena.experiment.executor import Executor, RunSpec
 from seqarena.stats import overlap
 
 REDUCTION = 2  # each rung keeps the best half of the rates and trains them twice as long

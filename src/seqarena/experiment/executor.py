@@ -87,9 +87,10 @@ class LocalExecutor:
 
 def execute(spec: RunSpec) -> RunResult:
     """Run one spec here: train it, continue it (resume) or read back its finished result."""
-    from seqarena import checkpoint, runtime
+    from seqarena import runtime
+    from seqarena.training import checkpoint
     from seqarena.config import TrainConfig
-    from seqarena.train import set_threads
+    from seqarena.training.train import set_threads
 
     runtime.setup()  # first: a pool or Ray worker starts with torch's defaults
     cfg = TrainConfig(**spec.config)
@@ -135,7 +136,7 @@ def _train(cfg, resume: bool) -> RunResult:
     """One run; running out of memory is a result (status "oom"), not the end of the sweep."""
     import torch
 
-    from seqarena.train import train
+    from seqarena.training.train import train
 
     try:
         return train(cfg, resume=resume).result

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seqarena import checkpoint
+from seqarena.training import checkpoint
 from seqarena.config import TrainConfig, read_run_config
 from seqarena.errors import UserError
 
@@ -31,7 +31,7 @@ class LoadedRun:
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     """The run in `run_dir`, its model holding the newest checkpoint's weights."""
-    from seqarena.train import build, resolve_device
+    from seqarena.training.train import build, resolve_device
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
