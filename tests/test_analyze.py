@@ -11,7 +11,7 @@ from seqarena.analysis.analyze import (GradientConfig, attention_maps, gradient_
 from seqarena.config import TrainConfig
 from seqarena.errors import ConfigError, UserError
 from seqarena.training.inference import load_run
-from seqarena.report import write_report
+from seqarena.report import write_analysis_charts, write_report
 from seqarena.results import SCHEMA_VERSION
 from seqarena.training.train import build, train
 
@@ -64,7 +64,9 @@ def test_gradient_flow_writes_every_model_and_condition_and_the_report_shows_it(
     # training moved the weights, so the measured gradients changed
     rnn = [r["grad_norm"] for r in doc["results"] if r["model"] == "rnn"]
     assert rnn[0] != rnn[1]
+    written = write_analysis_charts(path)  # what `seqarena analyze gradients` does next
     for name in ("gradient_flow", "gradient_norm_training"):
+        assert (tmp_path / "g" / f"{name}.png") in written
         assert (tmp_path / "g" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     html = write_report([tmp_path / "g"], tmp_path / "r.html", log=None).read_text()
     assert 'id="fig-gradient_flow"' in html and 'id="fig-gradient_norm_training"' in html
@@ -81,7 +83,9 @@ def test_gradient_flow_refuses_a_per_token_task_before_training(tmp_path):
 
 def test_attention_maps_are_causal_probability_rows_per_layer_and_head(tmp_path):
     run = train(tiny("transformer", tmp_path, layers=2)).run_dir
-    doc = json.loads(attention_maps(run, max_positions=8).read_text())
+    path = attention_maps(run, max_positions=8)
+    write_analysis_charts(path)  # what `seqarena analyze attention` does next
+    doc = json.loads(path.read_text())
     assert doc["kind"] == "attention" and doc["model"] == "transformer" and doc["hidden"] == []
     assert sorted((m["layer"], m["head"]) for m in doc["results"]) == [
         (0, 0), (0, 1), (1, 0), (1, 1)]

@@ -110,3 +110,25 @@ def test_without_ray_the_flag_says_what_to_install(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1
     assert 'pip install "seqarena[ray]"' in err
+
+
+def test_compare_executor_ray_through_the_cli_starts_sizes_and_stops_its_own_ray(tmp_path):
+    """`seqarena compare --executor ray --jobs 2` in a fresh process: RayExecutor starts a local
+    instance of jobs x threads CPUs itself, runs every run (the lr search's too) and shuts it
+    down; the numbers are those of local processes."""
+    args = ["compare", "--models", "lstm,gru", "--task", "adding", "--seq-lens", "10",
+            "--steps", "40", "--d-model", "8", "--batch-size", "4", "--threads", "1",
+            "--lr-grid", "1e-3,1e-2"]
+
+    def cli(*extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        return subprocess.run([sys.executable, "-m", "seqarena", *args, *extra],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    local = cli("--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    on_ray = cli("--executor", "ray", "--jobs", "2", "--out", str(tmp_path / "ray"))
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert summary_numbers(tmp_path / "local") == summary_numbers(tmp_path / "ray")
+    held = next(line for line in on_ray.stdout.splitlines() if line.startswith("held equal:"))
+    assert "2 run(s) at once" in held  # the instance it started has jobs x threads = 2 CPUs

@@ -8,7 +8,10 @@ import torch
 from torch import nn
 
 from seqarena.experiment.compare import (CompareConfig, closest, compare, compare_config_from, count,
-                              size_models, table_rows)
+                              size_models)
+from seqarena.experiment.summary import table_rows
+from seqarena.report import write_report
+from test_train_cli import assert_verdicts_follow_their_tests
 from seqarena.errors import ConfigError, UserError
 from seqarena.models import MODELS, Backbone, ModelConfig, register_model
 from seqarena.results import read_results
@@ -83,25 +86,26 @@ def test_compare_trains_every_model_length_and_seed_and_writes_a_summary(tmp_pat
     for r in doc["results"]:
         assert (tmp_path / "cmp" / f"{r.model}-L{r.seq_len}-s{r.seed}" / "summary.json").exists()
         assert r.steps == 6 and r.status == "ok" and r.metric is not None
-    assert doc["held_equal"]["steps"] == 6 and doc["held_equal"]["seeds"] == [0, 1]
-    ff = next(s for s in outcome.sizes if s.model == "toy-ff")
-    assert ff.model_args == {"d_ff": 64}  # the larger model sets the target and keeps its size
-    assert doc["held_equal"]["params_target"] == ff.params
+    summary = doc["summary"]
+    assert summary["held_equal"]["steps"] == 6 and summary["held_equal"]["seeds"] == [0, 1]
+    ff = next(s for s in summary["sizes"] if s["model"] == "toy-ff")
+    assert ff["model_args"] == {"d_ff": 64}  # the larger model sets the target and keeps its size
+    assert summary["held_equal"]["params_target"] == ff["params"]
 
-    row = next(r for r in outcome.rows if (r["model"], r["seq_len"]) == ("toy-ff", 8))
+    row = next(r for r in outcome.summary.rows if (r.model, r.seq_len) == ("toy-ff", 8))
     metrics = [r.metric for r in doc["results"] if (r.model, r.seq_len) == ("toy-ff", 8)]
-    assert row["metric"] == pytest.approx(statistics.fmean(metrics))
-    assert row["metric_std"] == pytest.approx(statistics.stdev(metrics))
+    assert row.metric == pytest.approx(statistics.fmean(metrics))
     assert lines[0].startswith("held equal: task toy-mean, 6 steps, batch 16")
     assert any("toy-ff" in line and "d_ff=" in line for line in lines)
 
-    shown, columns, headers = table_rows(outcome.rows)
-    assert headers[4] == "mse [95 % interval] (lower is better)"
-    assert row["ci_over"] == "seeds" and len(row["metric_ci"]) == 2  # toy-mean: no per-example
-    assert row["metric_ci"][0] <= row["metric"] <= row["metric_ci"][1]
+    shown, columns, headers = table_rows(outcome.summary)
+    assert headers[4] == "mse [95 % interval] (lower is better; * named best)"
+    assert len(row.metric_ci) == 2 and row.metric_ci[0] <= row.metric <= row.metric_ci[1]
     assert " [" in shown[0]["metric"] and shown[0]["lr"] == "0.01"
-    assert any(v.startswith("L=4, best at equal steps: ") for v in outcome.verdicts)
-    assert [v["text"] for v in doc["verdicts"]] == outcome.verdicts
+    assert outcome.summary.coverage.startswith("intervals and paired tests cover 2 seeds (0, 1;")
+    assert_verdicts_follow_their_tests(outcome.summary)
+    assert [v["text"] for v in summary["verdicts"]] == outcome.verdicts
+    write_report([tmp_path / "cmp"], tmp_path / "cmp" / "report.html")
     page = (tmp_path / "cmp" / "report.html").read_text()
     assert page.index('id="verdicts"') < page.index('id="summary"')  # the answer comes first
     assert "L=8, fastest to train: " in page

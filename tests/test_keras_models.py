@@ -1,5 +1,6 @@
 """The Keras models give, through seqarena's wrapper, what the same Keras layers give directly."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,13 +10,16 @@ from seqarena.models.keras_models import import_keras
 keras = import_keras()
 
 
-def test_simple_rnn_matches_keras_layer_called_directly():
+def test_simple_rnn_matches_its_equations_in_numpy():
+    """h_t = tanh(x_t W + h_{t-1} U + b) with the layer's own kernel, recurrent kernel and bias."""
     ours = build_model("keras-simple-rnn", d_model=16)
-    direct = keras.layers.SimpleRNN(16, return_sequences=True)
-    direct.build((None, None, 16))
-    direct.set_weights(ours.rnn.get_weights())
+    W, U, b = (np.asarray(w, dtype=np.float64) for w in ours.rnn.get_weights())
     x = torch.randn(3, 7, 16)
-    torch.testing.assert_close(ours(x), direct(x), rtol=0, atol=1e-6)
+    h, ys = np.zeros((3, 16)), []
+    for x_t in x.double().numpy().transpose(1, 0, 2):
+        h = np.tanh(x_t @ W + h @ U + b)
+        ys.append(h)
+    np.testing.assert_allclose(ours(x).detach().numpy(), np.stack(ys, 1), rtol=0, atol=1e-5)
 
 
 def test_simple_rnn_step_matches_forward():
@@ -28,13 +32,21 @@ def test_simple_rnn_step_matches_forward():
     torch.testing.assert_close(torch.stack(ys, 1), model(x), rtol=0, atol=1e-5)
 
 
-def test_mha_matches_keras_layer_called_directly():
+def test_mha_matches_multi_head_attention_in_numpy():
+    """softmax(q k^T / sqrt(K)) v per head, with the layer's own projections (kernels (D, H, K),
+    output kernel (H, K, D))."""
     ours = build_model("keras-mha", d_model=16)
-    direct = keras.layers.MultiHeadAttention(num_heads=2, key_dim=32)
-    direct.build((None, None, 16), (None, None, 16))
-    direct.set_weights(ours.mha.get_weights())
+    Wq, bq, Wk, bk, Wv, bv, Wo, bo = (np.asarray(w, dtype=np.float64)
+                                      for w in ours.mha.get_weights())
     x = torch.randn(3, 5, 16)
-    torch.testing.assert_close(ours(x), direct(x, x), rtol=0, atol=1e-6)
+    xs = x.double().numpy()
+    q, k, v = (np.einsum("bld,dhk->blhk", xs, W) + b for W, b in ((Wq, bq), (Wk, bk), (Wv, bv)))
+    scores = np.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(q.shape[-1])
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    out = np.einsum("bhqs,bshk->bqhk", weights, v)
+    expected = np.einsum("bqhk,hkd->bqd", out, Wo) + bo
+    np.testing.assert_allclose(ours(x).detach().numpy(), expected, rtol=0, atol=1e-5)
 
 
 def test_keras_parameters_train_through_torch_optimizer():

@@ -259,7 +259,11 @@ def test_benches_with_flops_counted_and_decode_points(capsys, tmp_path, spec):
     assert status == 0, err
     results = json.loads(out)["results"]
     assert {r["mode"] for r in results} == {"train", "decode"}
+    model = build_model("linear-attention", d_model=16, layers=1)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, 16, 16))
     for r in results:
-        assert r["status"] == "ok" and r["model"] == "linear-attention"
-        assert r["flops"] is not None and r["flops"] > 0 and r["mfu"] is not None
+        assert r["status"] == "ok" and r["model"] == "linear-attention" and r["mfu"] is not None
+    train = next(r for r in results if r["mode"] == "train")
+    assert train["flops"] == 3 * counter.get_total_flops()  # the one convention: 3 x forward
     assert len([r for r in results if r["mode"] == "decode"]) >= 2

@@ -111,7 +111,8 @@ def test_plugin_trains_and_is_benchmarked(plugin_path, tmp_path, name):
     status = {row["mode"]: row["status"] for row in rows if row["model"] == name}
     assert status["forward"] == "ok" and status["decode"] == "unsupported"
     forward = next(row for row in rows if row["mode"] == "forward")
-    assert forward["flops"] > 0  # the Linear is counted, never reported as zero
+    # the mixer's one Linear(D, D) over B * L tokens, counted, never reported as zero
+    assert forward["flops"] == 2 * forward["batch"] * forward["seq_len"] * forward["d_model"] ** 2
 
 
 @pytest.mark.parametrize("name", ["tinyplug:raises", "tinyplug:wrong_shape", "nope_xyz:f"])

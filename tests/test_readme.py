@@ -44,3 +44,22 @@ def test_readme_command(args):
     for word in rest:
         if word.startswith("--"):
             assert word.split("=")[0] in known, f"{word} is not an option of seqarena {args[0]}"
+
+
+def test_the_headline_command_runs_with_its_defaults_at_a_smaller_budget(tmp_path):
+    """The README's first command, `seqarena compare` with nothing else, through the CLI: every
+    default (models, lengths, the lr search at every length, verdicts) but the steps, cut from
+    400 to 80 so the test stays short."""
+    (headline,) = [line for line in re.findall(r"```bash\n(.*?)```", README.read_text(),
+                                                flags=re.S)[0].splitlines() if line.strip()]
+    assert headline == "pip install . && seqarena compare"
+    result = CliRunner().invoke(cli, ["compare", "--steps", "80", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for L in (50, 200):
+        assert f"lr chosen at L={L}: rnn " in out
+        for question in ("best at equal steps", "fastest to train"):
+            assert f"L={L}, {question}: " in out
+    assert "lr check at L=200: the finalists again" in out
+    assert "intervals and paired tests cover the test sample" in out
+    assert (tmp_path / "c" / "report.html").is_file()

@@ -51,11 +51,16 @@ def test_summary_table_holds_every_run_and_its_numbers(full_report):
             assert f'data-value="{want.peak_mem_bytes}"' in row
 
 
-def test_best_metric_per_length_is_highlighted(full_report):
+def test_only_the_model_a_verdict_named_is_highlighted_and_nothing_on_a_tie(full_report):
     _, html, _ = full_report
     best = re.findall(r'<td class="num best" data-value="([^"]+)"', html)
-    # mse is lower-is-better and rnn has the lowest at both lengths in the fixture
-    assert sorted(float(v) for v in best) == sorted(run_result("rnn", L).metric for L in (32, 128))
+    # rnn is named best at L = 32; at L = 128 lstm scores as rnn on every example: a tie
+    assert [float(v) for v in best] == [run_result("rnn", 32).metric]
+    assert "L=128, best at equal steps: tie: " in html and "rnn, lstm (not separated" in html
+    for L in (32, 128):  # each length's verdict beside its paired differences
+        assert f'id="fig-compare_adding_forest_L{L}"' in html or \
+            f"compare_adding_forest_L{L}" in html
+    assert 'id="fig-compare_adding_lr_search"' in html and "(tuned)" in html
 
 
 def test_page_loads_nothing_from_elsewhere(full_report):
@@ -70,7 +75,7 @@ def test_every_chart_is_inline_svg_with_png_and_svg_copies_beside_it(full_report
     root, html, _ = full_report
     slugs = re.findall(r'<figure id="fig-([^"]+)">', html)
     assert {"throughput", "memory", "mfu", "roofline", "decode",
-            "metric_vs_length_adding"} <= set(slugs)
+            "compare_adding_metric"} <= set(slugs)
     assert html.count('<svg') == len(slugs) == html.count('class="chart"')
     for slug in slugs:
         png = root / "report_figures" / f"{slug}.png"

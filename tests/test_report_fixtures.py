@@ -4,11 +4,13 @@ summary.json, and a bench dir with bench.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 from seqarena.bench.summary import crossovers
+from seqarena.experiment.summary import TaskInfo, summarize
 from seqarena.results import SCHEMA_VERSION, BenchResult, RunResult, write_results
 
 MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "threads": 2, "gpu": None, "torch": "2.13.0",
@@ -35,12 +37,29 @@ def history(model: str, steps: int = STEPS) -> list[dict]:
     return rows
 
 
+TIED = ("lstm", 128)  # lstm scores as rnn here, example by example: a tie at L = 128
+WEIGHTS = [0.5 + (7 * j % 11) / 10 for j in range(64)]  # each test example's share of the mean
+
+
+def metric_of(model: str, seq_len: int, seed: int = 0) -> float:
+    i = 0 if (model, seq_len) == TIED else MODELS.index(model)
+    return round(0.01 + 0.03 * i + seq_len / 4000 + 0.002 * seed, 6)
+
+
+def example_sums(metric: float) -> dict:
+    """64 test examples whose mean squared error is `metric`, the same spread for every model."""
+    mean = sum(WEIGHTS) / len(WEIGHTS)
+    return {"totals": {"mse": [metric * w / mean for w in WEIGHTS]},
+            "counts": {"mse": [1.0] * len(WEIGHTS)}}
+
+
 def run_result(model: str, seq_len: int, seed: int = 0, run_dir: str = "", steps: int = STEPS,
                status: str = "ok") -> RunResult:
     i = MODELS.index(model)
+    metric = metric_of(model, seq_len, seed)
     return RunResult(model=model, task="adding", seq_len=seq_len, params=10_000 + 137 * i,
-                     metric_name="mse",
-                     metric=round(0.01 + 0.03 * i + seq_len / 4000 + 0.002 * seed, 6),
+                     metric_name="mse", metric=metric, lr=3e-3 * (1 + i % 2), lr_tuned=True,
+                     metric_ci=[metric * 0.9, metric * 1.1], examples=example_sums(metric),
                      higher_is_better=False, train_tokens_per_s=50_000.0 + 1_000 * i,
                      peak_mem_bytes=(12 + i) * 2**20, wall_s=3.5 + i, steps=steps, seed=seed,
                      status=status, family=FAMILIES[model],
@@ -75,9 +94,20 @@ def write_compare(d: Path, models=MODELS, lengths=LENGTHS, seeds=(0,)) -> Path:
                 name = f"{m}-L{L}-s{s}"
                 write_run(d / name, m, L, s)
                 rows.append(run_result(m, L, s, run_dir=str(d / name)))
+    lr_search = {"searched_at": lengths[0], "seed": 0, "split": "val",
+                 "grid": [1e-3, 3e-3, 6e-3], "runs": [
+                     {"model": m, "lr": 3e-3 * (1 + i % 2), "seq_len": L, "searched_at": lengths[0],
+                      "rungs": [15, 30], "tied": [], "trials": [
+                          {"lr": lr, "values": [0.1 / (1 + k + i), 0.05 / (1 + k + i)],
+                           "intervals": [None, None]} for k, lr in enumerate((1e-3, 3e-3, 6e-3))]}
+                     for L in lengths for i, m in enumerate(models)]}
+    summary = summarize(rows, TaskInfo("adding", "mse", False, {"predict_one_mse": 1 / 6},
+                                       finish=lambda m: m), "--steps (now 60)",
+                        held_equal={"task": "adding", "steps": STEPS, "seeds": list(seeds)},
+                        lr_search=lr_search)
     write_results(d / "summary.json", "compare", rows, machine=MACHINE,
                   command=["seqarena", "compare", "--out", str(d)],
-                  held_equal={"task": "adding", "steps": STEPS, "seeds": list(seeds)})
+                  summary=dataclasses.asdict(summary))
     return d
 
 

@@ -77,6 +77,16 @@ def test_a_model_trains_on_it(tmp_path):
     metrics = task.evaluate(model, "test")
     assert set(metrics) == {"accuracy", "macro_f1", "cross_entropy"}
     assert task.baselines()["majority_accuracy"] == 0.5
+    # the same model's predictions, scored by scikit-learn
+    from sklearn.metrics import accuracy_score, f1_score
+
+    test = task.split_data("test")
+    model.eval()
+    with torch.no_grad():
+        predicted = model(test).argmax(-1).numpy()
+    truth = test.y.numpy()
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
 
 
 @pytest.mark.parametrize("train, test, message", [

@@ -204,14 +204,30 @@ def test_same_seed_gives_bitwise_same_losses_and_another_seed_does_not(tmp_path)
     assert losses[0] != losses[2]
 
 
-def test_gradient_clipping_bounds_the_update():
-    """With clip c, the clipped gradient's norm is min(norm, c): checked against the trainer's
-    own call on a hand-made gradient."""
-    p = nn.Parameter(torch.zeros(3))
-    p.grad = torch.tensor([3.0, 4.0, 0.0])
-    norm = nn.utils.clip_grad_norm_([p], 1.0)
-    assert norm.item() == pytest.approx(5.0)
-    assert p.grad.norm().item() == pytest.approx(1.0, rel=1e-5)
+def test_the_trainer_clips_every_step_at_its_configured_norm(tmp_path, monkeypatch):
+    """Each step's gradients leave the trainer's clipping call with a norm of at most clip, and
+    clip 0 turns clipping off; the logged grad_norm is the norm before clipping."""
+    seen = []
+    clip = nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        before = clip(params, math.inf)
+        clip(params, max_norm)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        seen.append((max_norm, before.item(), after.item()))
+        return before
+
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
+    result = train(toy_config(tmp_path, name="c", steps=6, clip=1e-3, log_every=1)).result
+    assert [m for m, _, _ in seen] == [1e-3] * 6
+    assert all(before > 1e-3 and after == pytest.approx(1e-3, rel=1e-4) for _, before, after in seen)
+    assert [h["grad_norm"] for h in result.history if "grad_norm" in h] == \
+        pytest.approx([before for _, before, _ in seen])
+    seen.clear()
+    train(toy_config(tmp_path, name="off", steps=2, clip=0.0))
+    assert [m for m, _, _ in seen] == [math.inf] * 2
+    assert all(after == pytest.approx(before) for _, before, after in seen)
 
 
 def test_clip_is_applied_during_training(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seqarena.cli import main
-from seqarena.results import read_results
+from seqarena.results import Summary, read_results
 
 TINY = ["--steps", "4", "--d-model", "8", "--batch-size", "4", "--threads", "1", "--device", "cpu"]
 
@@ -150,14 +150,52 @@ def test_compare_prints_the_table_and_what_was_held_equal(capsys, tmp_path):
     assert status == 0
     assert "held equal: task adding, 4 steps, batch 4" in out
     assert "lr 0.003, the same for every model" in out
-    assert "mse [95 % interval] (lower is better)" in out and "train tok/s" in out
+    assert "mse [95 % interval] (lower is better; * named best)" in out and "train tok/s" in out
     assert "peak MiB" in out
-    assert any(line.startswith("L=10, best at equal steps: ") for line in out.splitlines())
     doc = read_results(tmp_path / "cmp" / "summary.json")
+    summary = Summary.from_dict(doc["summary"])
+    assert_verdicts_follow_their_tests(summary)
+    shown = [line for line in out.splitlines() if line.startswith("L=10")]
+    assert shown == [d["text"] for d in summary.verdicts]
     assert {(r.model, r.seed) for r in doc["results"]} == {
         (m, s) for m in ("gru", "transformer") for s in (0, 1)}
     params = [r.params for r in doc["results"]]
     assert max(params) / min(params) < 1.2  # both within 10 % of the target
+
+
+def assert_verdicts_follow_their_tests(summary):
+    """Each metric verdict names the best model exactly when its Holm-corrected tests separate it
+    from every other model, and its table row carries the star."""
+    for d in summary.verdicts:
+        if d["question"] not in ("steps", "time"):
+            continue
+        rows = [r for r in summary.rows if r.seq_len == d["seq_len"]]
+        value = (lambda r: r.metric) if d["question"] == "steps" else (lambda r: r.metric_at_time)
+        scored = sorted((r for r in rows if value(r) is not None), key=value,
+                        reverse=summary.higher_is_better)
+        separated = len(d["tests"]) == len(scored) - 1 >= 1 and all(t["separated"]
+                                                                    for t in d["tests"])
+        assert d["winner"] == (scored[0].model if separated else None), d["text"]
+        assert all(t["a"] == scored[0].model for t in d["tests"])
+
+
+def test_compare_tunes_every_length_by_default(capsys, tmp_path):
+    status, out, _ = cli(capsys, "compare", "--models", "gru,lstm", "--seq-lens", "8,12",
+                         "--steps", "80", "--d-model", "8", "--batch-size", "4", "--threads",
+                         "1", "--out", tmp_path / "cmp")
+    assert status == 0
+    assert "lr search: each model at L=8, seed 0, scored on the validation split" in out
+    assert "lr check at L=12: the finalists again, 4 run(s)" in out
+    summary = Summary.from_dict(read_results(tmp_path / "cmp" / "summary.json")["summary"])
+    chosen = {(r["model"], r["seq_len"]): r for r in summary.lr_search["runs"]}
+    assert set(chosen) == {(m, L) for m in ("gru", "lstm") for L in (8, 12)}
+    assert all(r["searched_at"] == 8 for r in chosen.values())
+    for row in summary.rows:  # every run trained at the rate chosen for its own length
+        assert row.lr_tuned and row.lr == chosen[row.model, row.seq_len]["lr"]
+        finalists = [t["lr"] for t in chosen[row.model, 8]["trials"] if len(t["values"]) == 2]
+        if row.seq_len == 12:
+            assert sorted(t["lr"] for t in chosen[row.model, 12]["trials"]) == sorted(finalists)
+    assert summary.held_equal["lr"] == "auto"
 
 
 def test_compare_bad_lists_are_one_line(capsys, tmp_path):

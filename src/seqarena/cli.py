@@ -83,8 +83,12 @@ def models(d_model: int, layers: int, as_json: bool):
         return
     from seqarena.table import format_table
 
+    from seqarena.zoo import STATE_AT
+
     click.echo(format_table(rows, ["name", "family", "params", "causal", "train_cost",
-                                   "decode_cost", "summary"]))
+                                   "decode_cost", "state", "summary"],
+                            ["name", "family", "params", "causal", "train cost", "decode cost",
+                             f"state (floats/layer at {STATE_AT} tokens)", "summary"]))
 
 
 # --- explain --------------------------------------------------------------------------------
@@ -383,9 +387,8 @@ def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, exec
             address, resume, **given):
     """Train several models on one task under one budget, side by side (the main job)."""
     from seqarena import runtime
-    from seqarena.experiment.compare import compare as run_compare, compare_config_from, table_rows
+    from seqarena.experiment.compare import compare as run_compare, compare_config_from
     from seqarena.config import read_toml
-    from seqarena.table import format_table
 
     runtime.setup()
     lists = {"models": _csv(models, str, "--models"), "seq_lens": _csv(seq_lens, int, "--seq-lens"),
@@ -407,21 +410,34 @@ def compare(config_file, models, seq_lens, seeds, lr_grid, lr_budget, jobs, exec
         cpus = jobs * threads if jobs and not address else None
         with RayExecutor(address, num_cpus=cpus) as executor:
             outcome = run_compare(cfg, echo=click.echo, resume=resume, executor=executor)
-    rows, columns, headers = table_rows(outcome.rows)
+    from seqarena.report import write_report
+
     click.echo("")
-    click.echo(format_table(rows, columns, headers))
-    baselines = outcome.rows[0]["baselines"] if outcome.rows else {}
-    if baselines:
-        click.echo("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in baselines.items()))
-    over = sorted({r["ci_over"] for r in outcome.rows if r.get("ci_over")})
-    click.echo(f"metric: on the test split, [95 % bootstrap interval over "
-               f"{' / '.join(over) or '-'}]; train tok/s: median over seeds [25th, 75th percentile of the logged windows]; "
-               f"train s: training steps only (evaluation excluded); peak MiB: one training step "
-               f"(forward and backward) above the weights and optimizer state")
-    click.echo(f"wrote {outcome.out / 'summary.json'} ({outcome.wall_s:.0f} s)")
-    click.echo("")
-    for line in outcome.verdicts:
-        click.echo(line)
+    click.echo(render_summary(outcome.summary))
+    click.echo(f"wrote {outcome.out / 'summary.json'} ({outcome.summary.wall_s:.0f} s)")
+    click.echo(f"report: {write_report([outcome.out], outcome.out / 'report.html', log=click.echo)}")
+
+
+def render_summary(summary) -> str:
+    """The comparison's table, notes and verdicts as terminal text."""
+    from seqarena.experiment.summary import table_rows
+    from seqarena.table import format_table
+
+    rows, columns, headers = table_rows(summary)
+    lines = [format_table(rows, columns, headers)]
+    if summary.baselines:
+        lines.append("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.baselines.items()))
+    lines.append("metric: on the test split, [95 % bootstrap interval]; train tok/s: median of the "
+                 "logged windows [their 25th, 75th percentile]; train s: training steps only "
+                 "(evaluation excluded); peak MiB: one training step (forward and backward) above "
+                 "the weights and optimizer state")
+    lines.append(summary.coverage)
+    for f in summary.failed:
+        lines.append(f"failed: {f.model} L={f.seq_len} seed {f.seed}: {f.status}"
+                     + (f" ({f.why})" if f.why else ""))
+    lines.append("")
+    lines += [v["text"] for v in summary.verdicts]
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -531,6 +547,9 @@ def bench(config_file, models, seq_lens, batch_size, d_model, layers, modes, thr
                    f"{r.device}/{r.threads}t: {speed}", err=True)
 
     run = run_bench(config, out, on_result=progress, baseline=baseline)
+    from seqarena.report import write_report
+
+    run.files.append(write_report([run.out], run.out / "report.html", log=lambda line: None))
     if as_json:
         echo_json(run.doc)
     else:
@@ -612,6 +631,9 @@ def gradients(config_file, out, **given):
     cfg = layered(GradientConfig, read_toml(config_file) if config_file else {}, flags,
                   where=config_file or "flags")
     path = gradient_flow(cfg, out, progress=lambda line: click.echo(f"  {line}", err=True))
+    from seqarena.report import write_analysis_charts
+
+    write_analysis_charts(path)
     click.echo(f"wrote {path} and its charts (seqarena report {out} shows them)")
 
 
@@ -630,4 +652,7 @@ def attention(run_dir, out, sample, max_positions):
     if sample < 0 or max_positions <= 0:
         raise UserError("--sample must be >= 0 and --max-positions positive")
     path = attention_maps(run_dir, out, sample=sample, max_positions=max_positions)
+    from seqarena.report import write_analysis_charts
+
+    write_analysis_charts(path)
     click.echo(f"wrote {path} and its chart")

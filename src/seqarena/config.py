@@ -144,6 +144,7 @@ class TrainConfig:
     task_args: dict = field(default_factory=dict)  # other fields of the task's config
     tensorboard: bool = False  # also write TensorBoard event files into the run directory
     final_split: str = "test"  # split the finished run is scored on; "val": test stays unread
+    lr_tuned: bool = False  # lr was chosen by compare's validation search (recorded, not used)
 
     def __post_init__(self):
         check_fields(self, positive=_POSITIVE, fractions={"warmup", "min_lr"})

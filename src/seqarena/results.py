@@ -59,9 +59,10 @@ def machine_label(machine: dict[str, Any]) -> str:
     return f"{where}, torch {machine.get('torch')}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
-    """One trained model on one task at one length and seed: everything a consumer reads."""
+    """One trained model on one task at one length and seed: everything a consumer reads.
+    Frozen: the trainer returns it complete, and nothing patches it afterwards."""
 
     model: str
     task: str
@@ -98,6 +99,81 @@ class RunResult:
     run_dir: str = ""  # where the run's checkpoints and logs are
     history: list = field(default_factory=list)  # every logged record: step, loss, lr, train_s,
     #                                             wall_s, tokens_per_s, val_<metric> when evaluated
+    examples: dict | None = None  # the final split's per-example sums, {"totals": {key: [N]},
+    #                               "counts": {key: [N]}}: paired tests and pooled intervals
+    eval_examples: list = field(default_factory=list)  # the same on "val" at every evaluation,
+    #                                                    with its step and train_s: equal-time tests
+    outputs: list | None = None  # a corpus-scored task's outputs on the final split (translate's
+    #                              hypotheses), in the order of `references`
+    references: list | None = None  # the references `outputs` are scored against
+
+
+# --- a comparison's summary -----------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One model at one length, its seeds pooled."""
+
+    model: str
+    seq_len: int
+    family: str
+    params: int
+    lr: float | None
+    lr_tuned: bool
+    seeds: int  # runs asked for
+    finished: int  # runs with a metric
+    metric: float | None  # mean over the finished seeds
+    metric_ci: list | None  # 95 % interval: test examples (one seed) or seeds and examples
+    metric_at_time: float | None  # validation metric at the equal training time T
+    metric_at_time_ci: list | None
+    train_tokens_per_s: float | None  # median over the runs' logged windows
+    train_tokens_per_s_spread: list | None  # 25-75 % of the same windows
+    peak_mem_bytes: int
+    train_s: float
+    steps: float
+    status: str  # the runs' statuses, e.g. "ok" or "ok,oom"
+
+
+@dataclass
+class Failed:
+    model: str
+    seq_len: int
+    seed: int
+    status: str  # "oom", "error", "nan", "timeout"
+    why: str
+
+
+@dataclass
+class Summary:
+    """Everything a comparison concluded (seqarena.experiment.summary builds it once); written into
+    a compare's summary.json as its `summary`, and only rendered by the views."""
+
+    task: str
+    metric_name: str
+    higher_is_better: bool
+    baselines: dict
+    coverage: str  # what the intervals and tests cover (test sample, seeds)
+    rows: list[Row]
+    verdicts: list[dict]  # Verdict.as_dict(), tests included
+    failed: list[Failed] = field(default_factory=list)
+    held_equal: dict = field(default_factory=dict)
+    sizes: list = field(default_factory=list)
+    lr_search: dict | None = None  # per length: rates tried, kept, chosen, ties
+    equal_time_s: dict = field(default_factory=dict)  # L -> T
+    wall_s: float = 0.0
+
+    def winner(self, seq_len: int, question: str = "steps") -> str | None:
+        return next((d["winner"] for d in self.verdicts
+                     if d["seq_len"] == seq_len and d["question"] == question), None)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Summary":
+        doc = dict(doc)
+        doc["rows"] = [Row(**r) for r in doc.get("rows", [])]
+        doc["failed"] = [Failed(**f) for f in doc.get("failed", [])]
+        doc["equal_time_s"] = {int(k): t for k, t in (doc.get("equal_time_s") or {}).items()}
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: x for k, x in doc.items() if k in names})
 
 
 @dataclass

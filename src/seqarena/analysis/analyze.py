@@ -134,7 +134,6 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
                   command=command if command is not None else _gradients_command(cfg, out),
                   **{k: list(v) if isinstance(v, tuple) else v
                      for k, v in dataclasses.asdict(cfg).items()})
-    _write_chart(path)
     return path
 
 
@@ -204,7 +203,6 @@ def attention_maps(run_dir: str | Path, out: str | Path | None = None, sample: i
                   run_dir=str(run_dir), model=cfg.model, family=model.backbone.family,
                   task=cfg.task, seq_len=cfg.seq_len, step=step, split=split, sample=sample,
                   hidden=hidden, positions_shown=min(P, cfg.seq_len))
-    _write_chart(path)
     return path
 
 
@@ -232,21 +230,3 @@ def _rounded(a) -> list:
     """A tensor or array as nested lists of floats with 5 significant digits: small JSON."""
     a = a.detach().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
     return np.vectorize(lambda v: float(f"{v:.5g}"))(a).tolist() if a.size else a.tolist()
-
-
-def _write_chart(path: Path) -> None:
-    """The analysis' charts as PNG and SVG beside its JSON, drawn as the report draws them."""
-    import matplotlib
-
-    from seqarena.fileio import atomic_write
-    from seqarena.report.collect import collect
-    from seqarena.report.plots import analysis_charts
-    from seqarena.report.style import STYLE, Palette
-
-    inputs = collect([path])
-    with matplotlib.rc_context(STYLE):
-        for chart in analysis_charts(inputs.analyses[0], Palette.of(inputs)):
-            name = chart.slug if path.stem == "gradients" else path.stem  # one map chart per run
-            for fmt in ("png", "svg"):
-                atomic_write(path.parent / f"{name}.{fmt}",
-                             lambda tmp: chart.fig.savefig(tmp, format=fmt, facecolor="white"))

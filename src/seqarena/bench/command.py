@@ -16,7 +16,6 @@ from seqarena.bench.summary import (baseline_lines, baseline_ratios, crossovers,
 from seqarena.bench.sweep import SweepConfig, all_cores, quick_layer, run_sweep
 from seqarena.config import default, layered
 from seqarena.errors import UserError
-from seqarena.report import write_report
 from seqarena.results import BenchResult, machine_info, read_results
 
 
@@ -76,6 +75,7 @@ class BenchRun:
     results: list[BenchResult]
     doc: dict[str, Any]
     files: list[Path]
+    out: Path  # the directory they were written into
 
 
 def read_baseline(path: str | Path) -> list[BenchResult]:
@@ -116,8 +116,7 @@ def bench(config: SweepConfig, out: str | Path | None = None,
     machine = {**machine_info(), "load_average": load, "omp_wait_policy": os.environ.get(
         "OMP_WAIT_POLICY")}
     doc, files = write_outputs(out, report.results, report.peak_flops, machine=machine, **summary)
-    files.append(write_report([out], out / "report.html", log=lambda line: None))
-    return BenchRun(report.results, doc, files)
+    return BenchRun(report.results, doc, files, out)
 
 
 def render(run: BenchRun) -> str:

@@ -6,17 +6,19 @@ The models themselves are made equal in size: each gets the width (the Transform
 feed-forward width d_ff) at which its parameter count comes closest to a common target (by
 default the largest model's count at --d-model), so a difference in the metric is a difference
 of architecture, not of capacity. Each model's peak learning rate is its own, chosen on the
-validation split (seqarena.experiment.lrsearch), or one given rate for all (--lr X).
+validation split at every length it is compared at (seqarena.experiment.lrsearch), or one given
+rate for all (--lr X).
 
-Every metric carries its 95 % interval (seqarena.stats) and the verdicts (seqarena.experiment.verdict) name
-a winner only when it is clear of the noise. The runs go through an Executor (seqarena.experiment.executor):
+After the runs, one step (seqarena.experiment.summary) turns their results into the comparison's
+Summary: rows with 95 % intervals, paired tests, verdicts that name a winner only when the tests
+separate it, and the failed runs. The runs go through an Executor (seqarena.experiment.executor):
 a pool of local processes for --jobs N, the same numbers as one at a time.
 
     runs/compare-<time>/compare.json                  the CompareConfig, checked on --resume
-    runs/compare-<time>/lr-search/<model>-L<L>-lr<lr>-r<rung>/   the search's runs
+    runs/compare-<time>/lr-search/<model>-L<L>-s<seed>-lr<lr>-r<rung>/   the search's runs
     runs/compare-<time>/<model>-L<seq_len>-s<seed>/   one ordinary run directory per run
-    runs/compare-<time>/summary.json                  every RunResult, kind "compare", the
-                                                      table, verdicts and the lr search
+    runs/compare-<time>/summary.json                  every RunResult (kind "compare") and the
+                                                      Summary; the CLI renders report.html from it
 """
 
 from __future__ import annotations
@@ -24,27 +26,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 from seqarena.config import TrainConfig, config_from
 from seqarena.errors import ConfigError, UserError
 from seqarena.experiment.executor import Executor, LocalExecutor, RunSpec
 from seqarena.fileio import atomic_write_json
-from seqarena.experiment.lrsearch import check_grid, rungs, search
-from seqarena.report import write_report
+from seqarena.experiment.lrsearch import check_grid, rungs, search, validate
+from seqarena.experiment.summary import Summary, TaskInfo, summarize
 from seqarena.results import RunResult, write_results
-from seqarena.stats import seeds_interval, values_interval
 from seqarena.tasks import make_task
-from seqarena.tasks.base import ExampleScores
 from seqarena.training.train import resolve_device, set_threads
-from seqarena.experiment.verdict import verdicts
 
 DEFAULT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
 # The default budget is steps, the same on every machine (a wall-clock cap stops a slow model
@@ -215,13 +212,16 @@ def size_models(models: tuple[str, ...], task, d_model: int, layers: int,
 @dataclass
 class CompareOutcome:
     out: Path
-    results: list[RunResult]
-    rows: list[dict[str, Any]]  # one per (model, seq_len), seeds aggregated
-    held_equal: dict[str, Any]
-    sizes: list[Sizing]
-    wall_s: float = 0.0
-    verdicts: list[str] = field(default_factory=list)  # one line per length and question
-    lrs: dict[str, float] = field(default_factory=dict)  # each model's peak learning rate
+    results: list[RunResult]  # every run, failed ones included
+    summary: Summary  # rows, intervals, paired tests, verdicts, failed runs: the one conclusion
+
+    @property
+    def verdicts(self) -> list[str]:
+        return [v["text"] for v in self.summary.verdicts]
+
+    def lr(self, model: str, seq_len: int) -> float | None:
+        return next((r.lr for r in self.summary.rows
+                     if r.model == model and r.seq_len == seq_len), None)
 
 
 def held_equal(cfg: CompareConfig, target: int, threads: int) -> dict[str, Any]:
@@ -313,21 +313,15 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None,
                                    d_model=s.d_model, model_args=s.model_args, out=str(out),
                                    name=run_dir_name(s.model, L, seed))
 
-    lrs = {s.model: cfg.train.lr for s in sizes}
+    lrs = {(s.model, L): cfg.train.lr for s in sizes for L in cfg.seq_lens}
     search_doc = None
     if cfg.lr_auto:
-        L, seed = min(cfg.seq_lens), cfg.seeds[0]
-        echo(f"lr search: each model at L={L}, seed {seed}, scored on the validation split")
-        found = search([run_config(s, L, seed, cfg.train.lr) for s in sizes], cfg.lr_grid,
-                       cfg.lr_budget, executor, out / SEARCH_DIR, echo=echo, resume=resume)
-        lrs = {m: r.lr for m, r in found.items()}
-        echo("lr chosen: " + ", ".join(f"{m} {lr:g}" for m, lr in lrs.items()))
-        search_doc = {"seq_len": L, "seed": seed, "split": "val",
-                      "models": {m: dataclasses.asdict(r) for m, r in found.items()}}
+        lrs, search_doc = tune(cfg, sizes, run_config, executor, out, echo, resume)
 
     runs = [(L, s, seed) for L in cfg.seq_lens for s in sizes for seed in cfg.seeds]
-    specs = [RunSpec(dataclasses.asdict(run_config(s, L, seed, lrs[s.model])), resume=resume)
-             for L, s, seed in runs]
+    specs = [RunSpec(dataclasses.asdict(dataclasses.replace(
+        run_config(s, L, seed, lrs[s.model, L]), lr_tuned=cfg.lr_auto)), resume=resume)
+        for L, s, seed in runs]
     finished = [0]
 
     def done(i: int, result: RunResult) -> None:
@@ -335,145 +329,42 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None,
         L, s, seed = runs[i]
         metric = "-" if result.metric is None else f"{result.metric:.4g}"
         ci = f" [{result.metric_ci[0]:.4g}, {result.metric_ci[1]:.4g}]" if result.metric_ci else ""
-        echo(f"[{finished[0]}/{len(runs)}] {s.model} L={L} seed {seed} lr {lrs[s.model]:g}: "
+        why = f": {result.stopped}" if result.status != "ok" and result.stopped else ""
+        echo(f"[{finished[0]}/{len(runs)}] {s.model} L={L} seed {seed} lr {lrs[s.model, L]:g}: "
              f"{result.metric_name} {metric}{ci} ({result.status}, {result.steps} steps, "
-             f"{result.train_s or 0:.0f} s training)")
+             f"{result.train_s or 0:.0f} s training{why})")
 
     results = executor.run(specs, done)
-    for r in results:
-        r.lr_tuned = cfg.lr_auto
-    rows = aggregate(results, tasks)
     knob = f"--budget-seconds (now {cfg.train.budget_seconds:g})" if time_budget else \
         f"--steps (now {cfg.train.steps})"
-    lines = [v.as_dict() for v in verdicts(rows, knob)]
-    wall = time.perf_counter() - t0
-    write_results(out / "summary.json", "compare", results, held_equal=equal, table=rows,
-                  verdicts=lines, lr_search=search_doc,
-                  sizes=[dataclasses.asdict(s) for s in sizes], wall_s=wall)
-    report = write_report([out], out / "report.html", log=echo)
-    echo(f"report: {report}")
-    return CompareOutcome(out, results, rows, equal, sizes, wall, [v["text"] for v in lines], lrs)
+    summary = summarize(results, TaskInfo.of(tasks[cfg.seq_lens[0]]), knob, held_equal=equal,
+                        sizes=[dataclasses.asdict(s) for s in sizes], lr_search=search_doc,
+                        wall_s=time.perf_counter() - t0)
+    write_results(out / "summary.json", "compare", results, summary=dataclasses.asdict(summary))
+    return CompareOutcome(out, results, summary)
 
 
-# --- aggregating over seeds ---------------------------------------------------------------------
-
-def _curve(r: RunResult, metric: str) -> list[tuple[float, float, list | None]]:
-    """(training seconds, val metric, its interval) at each evaluation of a run."""
-    return [(h["train_s"], h[f"val_{metric}"], h.get(f"val_{metric}_ci")) for h in r.history
-            if f"val_{metric}" in h and "train_s" in h]
-
-
-def at_time(curve: list[tuple[float, float, list | None]], T: float):
-    """(value, interval) of the last evaluation at or before T training seconds, or (None, None)."""
-    before = [c for c in curve if c[0] <= T * (1 + 1e-9)]
-    return (before[-1][1], before[-1][2]) if before else (None, None)
-
-
-def _examples(r: RunResult, task) -> ExampleScores | None:
-    path = Path(r.run_dir) / f"{r.split}_examples.npz"
-    if not r.run_dir or not path.exists():
-        return None
-    with np.load(path) as z:
-        totals = {k[len("total_"):]: z[k] for k in z.files if k.startswith("total_")}
-        counts = {k[len("count_"):]: z[k] for k in z.files if k.startswith("count_")}
-    return ExampleScores(totals, counts, task.finish)
-
-
-def aggregate(results: list[RunResult],
-              tasks: dict[int, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per (model, seq_len): the metric's mean over seeds with its 95 % interval (over the
-    test examples; over seeds and test examples with two or more seeds), the validation metric at
-    the equal training time T, and medians of the rest."""
-    groups: dict[tuple[str, int], list[RunResult]] = {}
-    for r in results:
-        groups.setdefault((r.model, r.seq_len), []).append(r)
-    T = {}  # the shortest finished run's training time, per length
-    for r in results:
-        if r.status == "ok" and r.train_s:
-            T[r.seq_len] = min(T.get(r.seq_len, r.train_s), r.train_s)
-    rows = []
-    for (model, L), rs in groups.items():
-        done = [r for r in rs if r.metric is not None]
-        mean, std = _mean_std([r.metric for r in done])
-        ci, over = (done[0].metric_ci, "test examples") if len(done) == 1 else (None, "")
-        if len(done) > 1:
-            scores = [_examples(r, tasks[L]) if tasks else None for r in done]
-            if all(s is not None for s in scores):
-                found, over = seeds_interval(scores, done[0].metric_name), "seeds and test examples"
-            else:  # a task without per-example scores: the seeds' spread alone
-                found, over = values_interval([r.metric for r in done]), "seeds"
-            ci = list(found) if found else None
-        name = rs[0].metric_name
-        timed = [at_time(_curve(r, name), T[L])
-                 for r in done if L in T]
-        values = [v for v, _ in timed if v is not None]
-        at_ci = None
-        if len(values) == 1:
-            at_ci = timed[0][1]
-        elif len(values) > 1:
-            seeds = values_interval(values)
-            widths = [c for _, c in timed if c]
-            at_ci = list(seeds) if seeds else None
-            if at_ci and widths:  # the wider of the seed and the val-example intervals
-                at_ci = [min(at_ci[0], statistics.fmean(c[0] for c in widths)),
-                         max(at_ci[1], statistics.fmean(c[1] for c in widths))]
-        ok = [r for r in rs if r.status == "ok"]
-        spreads = [r.train_tokens_per_s_spread for r in ok if r.train_tokens_per_s_spread]
-        rows.append({
-            "model": model, "seq_len": L, "params": rs[0].params,
-            "metric_name": name, "metric": mean, "metric_std": std,
-            "metric_ci": ci, "ci_over": over,
-            "higher_is_better": rs[0].higher_is_better, "seeds": len(rs), "finished": len(done),
-            "lr": rs[0].lr, "lr_tuned": rs[0].lr_tuned,
-            "equal_time_s": T.get(L),
-            "metric_at_time": statistics.fmean(values) if values else None,
-            "metric_at_time_ci": at_ci,
-            "train_tokens_per_s": statistics.median(r.train_tokens_per_s for r in ok)
-            if ok else None,
-            "train_tokens_per_s_spread": [min(s[0] for s in spreads), max(s[1] for s in spreads)]
-            if spreads else None,
-            "peak_mem_bytes": max(r.peak_mem_bytes for r in rs),
-            "wall_s": statistics.fmean(r.wall_s for r in rs),
-            "train_s": statistics.fmean(r.train_s or 0.0 for r in rs),
-            "steps": statistics.median(r.steps for r in rs),
-            "status": ",".join(sorted({r.status for r in rs})),
-            "baselines": rs[0].baselines})
-    return rows
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def table_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """(rows, columns, headers) for seqarena.table.format_table."""
-    name = rows[0]["metric_name"] if rows else "metric"
-    better = "higher" if rows and rows[0]["higher_is_better"] else "lower"
-    shown = []
-    for r in rows:
-        metric = "-" if r["metric"] is None else f"{r['metric']:.4g}"
-        if r.get("metric_ci"):
-            metric += f" [{r['metric_ci'][0]:.4g}, {r['metric_ci'][1]:.4g}]"
-        speed = _round(r["train_tokens_per_s"])
-        spread = r.get("train_tokens_per_s_spread")
-        shown.append({"model": r["model"], "L": r["seq_len"], "params": r["params"],
-                      "lr": "-" if r.get("lr") is None else
-                      f"{r['lr']:g}{' (tuned)' if r.get('lr_tuned') else ''}",
-                      "metric": metric,
-                      "tokens_per_s": "-" if speed is None else f"{speed:,}" + (
-                          f" [{spread[0]:,.0f}, {spread[1]:,.0f}]" if spread else ""),
-                      "peak_mib": None if r["peak_mem_bytes"] is None
-                      else round(r["peak_mem_bytes"] / 2**20, 1),
-                      "train_s": round(r.get("train_s") or 0.0, 1), "steps": int(r["steps"]),
-                      "status": r["status"]})
-    columns = ["model", "L", "params", "lr", "metric", "tokens_per_s", "peak_mib", "train_s",
-               "steps", "status"]
-    headers = ["model", "L", "params", "lr", f"{name} [95 % interval] ({better} is better)",
-               "train tok/s [25-75 %]", "peak MiB", "train s", "steps", "status"]
-    return shown, columns, headers
-
-
-def _round(x: float | None) -> int | None:
-    return None if x is None else int(round(x))
+def tune(cfg: CompareConfig, sizes: list[Sizing], run_config: Callable[..., TrainConfig],
+         executor: Executor, out: Path, echo: Callable[[str], None], resume: bool):
+    """Each model's rate at each length: successive halving at the shortest length, then its
+    finalists again at every other length (seqarena.experiment.lrsearch.validate). The search's
+    runs report no throughput, so a local search uses every core even where the comparison's
+    timed runs go one at a time."""
+    searcher = executor
+    if isinstance(executor, LocalExecutor) and executor.jobs < (os.cpu_count() or 1):
+        searcher = LocalExecutor(os.cpu_count() or 1)
+    first, seed = min(cfg.seq_lens), cfg.seeds[0]
+    echo(f"lr search: each model at L={first}, seed {seed}, scored on the validation split")
+    found = search([run_config(s, first, seed, cfg.train.lr) for s in sizes], cfg.lr_grid,
+                   cfg.lr_budget, searcher, out / SEARCH_DIR, echo=echo, resume=resume)
+    chosen = {(m, first): r for m, r in found.items()}
+    for L in sorted(set(cfg.seq_lens) - {first}):
+        checked = validate(found, [run_config(s, L, seed, cfg.train.lr) for s in sizes],
+                           searcher, out / SEARCH_DIR, echo=echo, resume=resume)
+        chosen.update({(m, L): r for m, r in checked.items()})
+    for L in cfg.seq_lens:
+        echo(f"lr chosen at L={L}: " + ", ".join(f"{s.model} {chosen[s.model, L].lr:g}"
+                                                 for s in sizes))
+    doc = {"seed": seed, "split": "val", "searched_at": first, "grid": list(cfg.lr_grid),
+           "runs": [dataclasses.asdict(r) for r in chosen.values()]}
+    return {key: r.lr for key, r in chosen.items()}, doc

@@ -104,9 +104,7 @@ def execute(spec: RunSpec) -> RunResult:
             resume = True
         elif cfg.run_dir.exists():  # started, stopped before its first checkpoint: start again
             shutil.rmtree(cfg.run_dir)
-    result = _train(cfg, resume)
-    result.train_tokens_per_s_spread = tokens_per_s_spread(result)
-    return result
+    return _train(cfg, resume)
 
 
 def finished_result(run_dir: Path) -> RunResult | None:
@@ -118,39 +116,40 @@ def finished_result(run_dir: Path) -> RunResult | None:
     result = read_results(run_dir / "summary.json")["results"][0]
     if result.status == "running":  # written at an evaluation of a run that did not finish
         return None
-    result.train_tokens_per_s_spread = tokens_per_s_spread(result)
     return result
 
 
-def tokens_per_s_spread(result: RunResult) -> list[float] | None:
-    """25th and 75th percentile of the logged windows' training tokens/s, the first window (which
-    pays for allocation and kernel selection) left out."""
-    from seqarena.stats import spread
-
-    rates = [h["tokens_per_s"] for h in result.history if "tokens_per_s" in h]
-    found = spread(rates[1:] or rates)
-    return list(found) if found else None
-
-
 def _train(cfg, resume: bool) -> RunResult:
-    """One run; running out of memory is a result (status "oom"), not the end of the sweep."""
+    """One run; a run that fails (out of memory, an exception in a model) is a result with its
+    status, not the end of the comparison. Bad input (UserError) still stops everything."""
     import torch
 
+    from seqarena.errors import UserError
     from seqarena.training.train import train
 
     try:
         return train(cfg, resume=resume).result
-    except torch.OutOfMemoryError:
-        pass
-    except RuntimeError as e:
-        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
-            raise
-    return failed_result(cfg, "oom")
+    except UserError:
+        raise
+    except torch.OutOfMemoryError as e:
+        return failed_result(cfg, "oom", _first_line(e))
+    except Exception as e:  # noqa: BLE001  recorded in the result, as the Ray executor does
+        oom = "out of memory" in str(e) or "can't allocate memory" in str(e)
+        return failed_result(cfg, "oom" if oom else "error", f"{type(e).__name__}: {_first_line(e)}")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0]
 
 
 def failed_result(cfg, status: str, stopped: str = "") -> RunResult:
-    """The RunResult of a run that ended without a metric: status "oom", "error", ..."""
+    """The RunResult of a run that ended without a metric: status "oom", "error", ... Its metric
+    name, direction and baselines are the task's, as a finished run's are."""
+    from seqarena.tasks import TASKS
+
+    task = TASKS.get(cfg.task)
     return RunResult(model=cfg.model, task=cfg.task, seq_len=cfg.seq_len, params=0,
-                     metric_name="", metric=None, higher_is_better=True, train_tokens_per_s=0.0,
+                     metric_name=task.metric_name, metric=None,
+                     higher_is_better=task.higher_is_better, train_tokens_per_s=0.0,
                      peak_mem_bytes=0, wall_s=0.0, steps=0, seed=cfg.seed, status=status,
-                     lr=cfg.lr, run_dir=str(cfg.run_dir), stopped=stopped)
+                     lr=cfg.lr, lr_tuned=cfg.lr_tuned, run_dir=str(cfg.run_dir), stopped=stopped)

@@ -113,6 +113,52 @@ class SearchResult:
     trials: tuple[Trial, ...]
     rungs: tuple[float, ...]  # each rung's budget: steps, or seconds for a time budget
     tied: tuple[float, ...] = ()  # the last rung's other rates within noise of the best score
+    seq_len: int = 0  # the length the rate was chosen for
+    searched_at: int = 0  # the length the halving ran at; another: the finalists re-run here
+
+
+def validate(found: dict[str, SearchResult], bases: list[TrainConfig], executor: Executor,
+             out: Path, echo: Callable[[str], None] = lambda line: None,
+             resume: bool = False) -> dict[str, SearchResult]:
+    """The search's finalists (the rates of its last rung) run again at another length, each
+    base config's; the best there, by the same rule, is that length's rate. A rate that suits
+    short sequences can stall on long ones (and the other way round), so a rate chosen at one
+    length is never assumed at another."""
+    specs, owners = [], []
+    for base in bases:
+        result = found[base.model]
+        size, time_budget = result.rungs[-1], bool(base.budget_seconds) and base.steps >= 10**9
+        for trial in result.trials:
+            if len(trial.values) == len(result.rungs):
+                cfg = trial_config(base, trial.lr, len(result.rungs) - 1, size, time_budget, out)
+                specs.append(RunSpec(dataclasses.asdict(cfg), resume=resume))
+                owners.append((base, trial.lr))
+    echo(f"lr check at L={bases[0].seq_len}: the finalists again, {len(specs)} run(s)")
+    results = executor.run(specs)
+    checked = {}
+    for base in bases:
+        done, trials = {}, []
+        for (owner, lr), r in zip(owners, results):
+            if owner is not base:
+                continue
+            ok = r.status == "ok" and r.metric is not None and math.isfinite(r.metric)
+            ci = tuple(r.metric_ci) if ok and r.metric_ci else None
+            trials.append(Trial(lr, (r.metric if ok else None,), (ci,)))
+            if ok:
+                done[lr] = (r.metric, ci)
+        result = found[base.model]
+        if not done:
+            raise UserError(f"--lr auto: at L={base.seq_len} every finalist rate diverged for "
+                            f"{base.model}; give --lr-grid lower values, or --lr X")
+        close = close_to_best(done, _higher_is_better(base))
+        if len(close) > 1:
+            echo(f"lr check: {base.model} at L={base.seq_len}: "
+                 f"{', '.join(f'{v:g}' for v in sorted(close))} within noise; took the largest, "
+                 f"{close[0]:g}")
+        checked[base.model] = SearchResult(base.model, close[0], tuple(trials),
+                                           result.rungs[-1:], tuple(close[1:]), base.seq_len,
+                                           result.searched_at)
+    return checked
 
 
 def check_grid(grid: tuple[float, ...]) -> tuple[float, ...]:
@@ -235,7 +281,7 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
         found[base.model] = SearchResult(
             base.model, best, tuple(Trial(lr, tuple(values[base.model][lr]),
                                           tuple(intervals[base.model][lr])) for lr in grid),
-            sizes, tied)
+            sizes, tied, base.seq_len, base.seq_len)
     return found
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from seqarena.errors import UserError
-from seqarena.results import BenchResult, RunResult, read_results
+from seqarena.results import BenchResult, RunResult, Summary, read_results
 
 ANALYSIS_KINDS = ("gradients", "attention")  # kinds of the JSON files `seqarena analyze` writes
 MAX_DEPTH = 4  # how deep a directory is searched: a compare dir holds runs, runs hold analyses
@@ -98,6 +98,11 @@ class Inputs:
     skipped: list[str] = field(default_factory=list)  # "path: why", one per thing not shown
     held_equal: list[str] = field(default_factory=list)  # what each comparison held equal
     verdicts: list[str] = field(default_factory=list)  # each comparison's verdict lines
+    comparisons: list[Summary] = field(default_factory=list)  # each comparison's Summary
+
+    def named_best(self, task: str, seq_len: int) -> str | None:
+        """The model a comparison's equal-steps verdict named best; None on a tie or none."""
+        return next((s.winner(seq_len) for s in self.comparisons if s.task == task), None)
 
     def empty(self) -> bool:
         return not (self.runs or any(b.results for b in self.benches) or self.analyses)
@@ -126,11 +131,13 @@ class _Collector:
         self.skipped: list[str] = []
         self.held_equal: list[str] = []
         self.verdicts: list[str] = []
+        self.comparisons: list[Summary] = []
 
     def inputs(self) -> Inputs:
         return Inputs(list(self.runs.values()), list(self.benches.values()),
                       list(self.analyses.values()), list(dict.fromkeys(self.skipped)),
-                      list(dict.fromkeys(self.held_equal)), list(dict.fromkeys(self.verdicts)))
+                      list(dict.fromkeys(self.held_equal)), list(dict.fromkeys(self.verdicts)),
+                      self.comparisons)
 
     def skip(self, path: Path, why: str) -> None:
         self.skipped.append(f"{path}: {why}")
@@ -184,10 +191,21 @@ class _Collector:
             rest = {k: v for k, v in doc.items() if k != "results"}
             self.analyses[path.resolve()] = Analysis(source, doc["results"], rest)
         else:
-            if doc["kind"] == "compare" and isinstance(doc.get("held_equal"), dict):
-                self.held_equal.append(_describe(doc["held_equal"]))
-            self.verdicts += [str(v["text"]) for v in doc.get("verdicts") or []
-                              if isinstance(v, dict) and "text" in v]
+            summary = doc.get("summary")
+            if doc["kind"] == "compare" and isinstance(summary, dict):
+                try:
+                    found = Summary.from_dict(summary)
+                except TypeError as e:
+                    self.skip(path, f"malformed comparison summary ({e})")
+                else:
+                    self.comparisons.append(found)
+                    self.held_equal.append(_describe(found.held_equal))
+                    self.verdicts += [str(v["text"]) for v in found.verdicts]
+            elif doc["kind"] == "compare":  # written before the summary (schema 2): its lines
+                if isinstance(doc.get("held_equal"), dict):
+                    self.held_equal.append(_describe(doc["held_equal"]))
+                self.verdicts += [str(v["text"]) for v in doc.get("verdicts") or []
+                                  if isinstance(v, dict) and "text" in v]
             for r in doc["results"]:
                 self.add_run(path, r, source)
         return True

@@ -25,9 +25,10 @@ from seqarena import __version__
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write, atomic_write_text
 from seqarena.report.collect import Inputs, Run, Source, collect
+from seqarena.report.comparison import comparison_charts
 from seqarena.report.plots import analysis_charts, metric_vs_length, training_curves
 from seqarena.report.speed import bench_charts, decode_position
-from seqarena.report.style import STYLE, Chart, Palette
+from seqarena.report.style import STYLE, Chart, Palette, slug
 from seqarena.results import BenchResult, machine_label
 
 SECTIONS = ["Training", "Accuracy", "Speed", "Memory", "Inference", "Gradient flow",
@@ -71,12 +72,14 @@ def write_report(paths: list, out: str | Path | None = None,
 
 
 def _charts(inputs: Inputs, colour: Palette) -> tuple[list[Chart], list[dict]]:
-    charts = training_curves(inputs.runs, colour) + metric_vs_length(inputs.runs, colour)
+    summarised = {s.task for s in inputs.comparisons}  # their charts draw the summary's intervals
+    charts = training_curves(inputs.runs, colour) + comparison_charts(inputs.comparisons, colour)
+    charts += metric_vs_length([r for r in inputs.runs if r.task not in summarised], colour)
     bench, found = bench_charts(inputs.benches, colour)
     charts += bench
     for analysis in inputs.analyses:
         charts += analysis_charts(analysis, colour)
-    charts.sort(key=lambda c: SECTIONS.index(c.section))
+    charts.sort(key=lambda c: SECTIONS.index(c.section) if c.section in SECTIONS else -1)
     _unique_slugs(charts)
     return charts, found
 
@@ -130,15 +133,17 @@ def _page(inputs: Inputs, colour: Palette, rendered: list[tuple[Chart, str]],
                      + "".join(f"<li><code>{html.escape(s)}</code></li>" for s in inputs.skipped)
                      + "</ul></section>")
     if inputs.verdicts:
-        parts.append(_verdicts(inputs.verdicts))
+        forests = {c.slug: _figure(c, svg, figures_dir) for c, svg in rendered
+                   if c.section == "Verdicts"}
+        parts.append(_verdicts(inputs, forests))
     glance = _glance(inputs, found)
     if glance:
         parts.append(glance)
     if inputs.runs:
-        parts.append(_summary_table(inputs.runs, colour))
+        parts.append(_summary_table(inputs, colour))
     if any(b.results for b in inputs.benches):
         parts.append(_bench_tables(inputs, colour))
-    for section in SECTIONS:
+    for section in SECTIONS:  # "Verdicts" charts stand in the verdicts section, beside their text
         charts = [(c, svg) for c, svg in rendered if c.section == section]
         if charts:
             parts.append(f'<section id="{_anchor(section)}"><h2>{html.escape(section)}</h2>'
@@ -159,14 +164,29 @@ def _header(machines: list[str]) -> str:
             f'<div class="machine"><span>Measured on</span><ul>{where}</ul></div></header>')
 
 
-def _verdicts(lines: list[str]) -> str:
+def _verdicts(inputs: Inputs, forests: dict[str, str]) -> str:
     """The comparison's answer first: per length, best at equal steps and at equal training time,
-    fastest to train; a winner only when its interval clears every other model's."""
-    return ('<section id="verdicts" class="glance"><h2>Verdicts</h2><p class="hint">A winner is '
-            'named only when its 95 % interval overlaps no other model\'s; otherwise it is a tie '
-            'within noise. Intervals: bootstrap over the test examples (and over seeds, with two '
-            'or more); tokens/s: 25th to 75th percentile of the logged windows.</p><ul>'
-            + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul></section>")
+    fastest to train, each beside its paired differences; then the failed runs."""
+    out = ['<section id="verdicts" class="glance"><h2>Verdicts</h2><p class="hint">A model is '
+           'named best only when a paired test on the same examples separates it from every other '
+           'model (Holm-corrected); otherwise the line is a tie. Throughput: the 25th to 75th '
+           'percentile of the logged windows must not overlap.</p>']
+    if not inputs.comparisons:  # a file from before the summary: its lines only
+        out.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in inputs.verdicts)
+                   + "</ul>")
+    for s in inputs.comparisons:
+        out.append(f'<p class="hint">{html.escape(s.task)}: {html.escape(s.coverage)}.</p>')
+        for L in sorted({d["seq_len"] for d in s.verdicts}):
+            lines = "".join(f"<li>{html.escape(d['text'])}</li>" for d in s.verdicts
+                            if d["seq_len"] == L)
+            forest = forests.get(f"compare_{slug(s.task)}_forest_L{L}", "")
+            out.append(f'<div class="verdict"><ul>{lines}</ul>{forest}</div>')
+        if s.failed:
+            out.append("<p><b>Failed runs</b> (left out of every verdict):</p><ul>" + "".join(
+                f"<li>{html.escape(f.model)} L = {f.seq_len} seed {f.seed}: "
+                f'<span class="status bad">{html.escape(f.status)}</span> {html.escape(f.why)}</li>'
+                for f in s.failed) + "</ul>")
+    return "".join(out) + "</section>"
 
 
 def _glance(inputs: Inputs, found: list[dict]) -> str:
@@ -181,13 +201,10 @@ def _glance(inputs: Inputs, found: list[dict]) -> str:
         means = defaultdict(list)
         for r in res:
             means[r.model].append(r.metric)
-        better = res[0].higher_is_better
-        ranked = sorted(means, key=lambda m: _mean(means[m]), reverse=better)
-        best = ranked[0]
-        rest = ", ".join(f"{m} {_fmt(_mean(means[m]))}" for m in ranked[1:4])
-        items.append(f'<li><b>{html.escape(task)}, L = {seq_len}</b>: best {html.escape(best)} '
-                     f'({html.escape(res[0].metric_name)} {_fmt(_mean(means[best]))})'
-                     + (f"; then {html.escape(rest)}" if rest else "") + "</li>")
+        shown = ", ".join(f"{m} {_fmt(_mean(v))}" for m, v in means.items())
+        items.append(f'<li><b>{html.escape(task)}, L = {seq_len}</b>: '
+                     f'{html.escape(res[0].metric_name)} {html.escape(shown)} (separate runs, '
+                     f'not a comparison: no verdict, so no model is named best)</li>')
     by_mode = defaultdict(list)
     for c in found:
         by_mode[c["mode"]].append(c)
@@ -214,24 +231,16 @@ def _ratio_text(c: dict) -> str:
     return f"{c['ratio']:.2f}x{interval}" + ("; within the noise" if c.get("within_noise") else "")
 
 
-def _summary_table(runs: list[Run], colour: Palette) -> str:
-    rows = sorted(runs, key=lambda r: (r.task, r.seq_len or 0, colour.order(r.model), r.seed or 0))
-    best = {}
-    for r in rows:
-        res = r.result
-        if res is not None and res.status == "ok" and _finite(res.metric):
-            k = (r.task, r.seq_len)
-            better = res.higher_is_better
-            if k not in best or (res.metric > best[k] if better else res.metric < best[k]):
-                best[k] = res.metric
+def _summary_table(inputs: Inputs, colour: Palette) -> str:
+    rows = sorted(inputs.runs, key=lambda r: (r.task, r.seq_len or 0, colour.order(r.model),
+                                              r.seed or 0))
     head = ["model", "task", "L", "params", "metric [95 % interval]", "lr",
             "train tokens/s [25-75 %]", "peak memory", "train time", "wall time", "steps", "seed",
             "status"]
     body = []
     for r in rows:
         res = r.result
-        is_best = (r.task, r.seq_len) in best and res.metric == best[(r.task, r.seq_len)] \
-            and len([x for x in rows if (x.task, x.seq_len) == (r.task, r.seq_len)]) > 1
+        is_best = res.status == "ok" and inputs.named_best(r.task, r.seq_len) == r.model
         metric = (f'<td class="num{" best" if is_best else ""}" data-value="{res.metric}">'
                   f'<span class="unit">{html.escape(res.metric_name)}</span> '
                   f'{_fmt(res.metric)}{_interval(res.metric_ci, _fmt)}</td>'
@@ -251,7 +260,8 @@ def _summary_table(runs: list[Run], colour: Palette) -> str:
                  f'{html.escape(res.status)}</span></td>']
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ('<section id="summary"><h2>Summary</h2><p class="hint">One row per trained model. '
-            'The best metric at each task and length is highlighted. Train time counts training '
+            'The model a comparison\'s verdict named best is highlighted (nothing on a tie). Train '
+            'time counts training '
             'steps only; wall time adds evaluation and checkpoints. "(tuned)": the rate the '
             'validation search chose for the model.</p>'
             + _table(head, body, "summary", numeric=range(2, 12)) + "</section>")
@@ -430,6 +440,9 @@ section { scroll-margin-top: 48px; }
           border-radius:12px; padding: 2px 22px 10px; }
 .glance h2 { font-size: 17px; margin: 14px 0 6px; }
 .glance li { margin: 4px 0; }
+.verdict { display: flex; flex-wrap: wrap; gap: 12px; align-items: center;
+  border-top: 1px solid var(--line); padding: 6px 0; }
+.verdict ul { flex: 1 1 380px; }
 .scroll { overflow-x: auto; background: var(--card); border: 1px solid var(--line);
           border-radius: 10px; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }

@@ -288,6 +288,17 @@ class Task:
             raise ValueError("evaluate() scores a held-out split; training data is endless")
         return self.evaluate_batches(model, self.batches(split, batch_size))
 
+    def evaluate_outputs(self, model: nn.Module, split: str = "val", batch_size: int = 64
+                         ) -> tuple[dict[str, float], tuple[list, list] | None]:
+        """evaluate(), and for a task scored on the whole split's outputs (a corpus metric such
+        as chrF) its (outputs, references), for sacrebleu's paired test; None here."""
+        return self.evaluate(model, split, batch_size), None
+
+    def companion_metrics(self, model: nn.Module, batch_size: int = 64) -> dict[str, float]:
+        """Metrics reported beside every held-out evaluation (the demo tasks' training-set
+        metrics, under train_ names); none by default."""
+        return {}
+
     @torch.no_grad()
     def evaluate_batches(self, model: nn.Module, batches: Iterator[Batch]) -> dict[str, float]:
         totals, counts = defaultdict(float), defaultdict(float)

@@ -190,8 +190,16 @@ class Translate(DatasetTask):
         rows = torch.stack(out, dim=1).tolist()  # (B, T)
         return [row[:row.index(tok.EOS)] if tok.EOS in row else row for row in rows]
 
-    @torch.no_grad()
+    def evaluate_outputs(self, model: nn.Module, split: str = "val", batch_size: int = 64
+                         ) -> tuple[dict[str, float], tuple[list, list]]:
+        """The corpus scores, and the greedy outputs with their references."""
+        return self._decoded(model, self.batches(split, batch_size))
+
     def evaluate_batches(self, model: nn.Module, batches: Iterator[Batch]) -> dict[str, float]:
+        return self._decoded(model, batches)[0]
+
+    @torch.no_grad()
+    def _decoded(self, model: nn.Module, batches: Iterator[Batch]):
         """Corpus-level scores: chrF and BLEU are not means over sentences, so every greedy
         output of the split is gathered first and scored once."""
         was_training = model.training
@@ -208,7 +216,8 @@ class Translate(DatasetTask):
                 ce, n = ce + float(total.sum()), n + float(count.sum())  # per-example sums
         finally:
             model.train(was_training)
-        return {**corpus_scores(hypotheses, references), "cross_entropy": ce / n if n else np.nan}
+        scores = {**corpus_scores(hypotheses, references), "cross_entropy": ce / n if n else np.nan}
+        return scores, (hypotheses, references)
 
     def baselines(self) -> dict[str, float]:
         """Copying the source, scored on the test split as the model is."""

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -168,6 +169,8 @@ class Trainer:
         self.best: float | None = None  # best validation metric so far
         self.bad_evals = 0  # evaluations since it last improved
         self.history: list[dict[str, Any]] = []  # every record logged, for the results file
+        self.eval_examples: list[dict[str, Any]] = []  # per-example val sums at each evaluation
+        self.outputs: tuple[list, list] | None = None  # a corpus task's (hypotheses, references)
 
     # A checkpoint holds everything above, the optimizer and every RNG state of every rank.
     def training_state(self) -> dict[str, Any]:
@@ -176,7 +179,8 @@ class Trainer:
                 "data": {"batches_drawn": self.batches_drawn},
                 "trainer": {"train_s": self.train_s, "timed_tokens": self.timed_tokens,
                             "timed_s": self.timed_s, "wall_s": self.wall_s(),
-                            "best": self.best, "bad_evals": self.bad_evals}}
+                            "best": self.best, "bad_evals": self.bad_evals,
+                            "eval_examples": self.eval_examples}}
 
     def save(self) -> None:
         state = self.training_state()  # on every rank: it gathers each rank's RNG state
@@ -212,6 +216,7 @@ class Trainer:
         t = state["trainer"]
         self.train_s, self.timed_tokens, self.timed_s = t["train_s"], t["timed_tokens"], t["timed_s"]
         self.wall_before, self.best, self.bad_evals = t["wall_s"], t["best"], t["bad_evals"]
+        self.eval_examples = t.get("eval_examples", [])
         return state
 
     def wall_s(self) -> float:
@@ -232,10 +237,12 @@ class Trainer:
         with torch.no_grad(), self.autocast():
             try:
                 self.scores = self.task.evaluate_examples(self.model, split, self.cfg.batch_size)
-                metrics = self.scores.metrics()
-            except NotImplementedError:  # a task with its own evaluate(), no score(): no interval
+                metrics = {**self.task.companion_metrics(self.model, self.cfg.batch_size),
+                           **self.scores.metrics()}
+            except NotImplementedError:  # a corpus-scored task: no per-example interval
                 self.scores = None
-                metrics = self.task.evaluate(self.model, split, self.cfg.batch_size)
+                metrics, self.outputs = self.task.evaluate_outputs(self.model, split,
+                                                                   self.cfg.batch_size)
         self.model.train()
         ci = example_interval(self.scores, self.task.metric_name) if self.scores else None
         return {**{f"{split}_{k}": float(v) for k, v in metrics.items()},
@@ -351,6 +358,9 @@ class Trainer:
             if evaluated:
                 record = {"step": self.step, "train_s": self.train_s, **record,
                           **self.evaluate("val")}
+                if self.scores is not None:
+                    self.eval_examples.append({"step": self.step, "train_s": self.train_s,
+                                               **example_sums(self.scores)})
                 stop = self.early_stop(record)
             if record:
                 self.log(record)
@@ -400,11 +410,6 @@ class Trainer:
         final = self.evaluate(split) if status == "ok" else {}
         if final and self.main:
             self.log({"step": self.step, **final})
-        if final and self.main and self.scores is not None:
-            # each example's sums, so a comparison can pool intervals over seeds
-            np.savez(self.run_dir / f"{split}_examples.npz",
-                     **{f"total_{k}": v for k, v in self.scores.totals.items()},
-                     **{f"count_{k}": v for k, v in self.scores.counts.items()})
         if status == "nan":
             last = checkpoint.latest(self.ckpt_dir)
             stopped += (f"; the last good checkpoint is step {last.step} in {self.ckpt_dir}"
@@ -422,12 +427,15 @@ class Trainer:
 
         cfg, task = self.cfg, self.task
         split = cfg.final_split if cfg.final_split in task.splits else "val"
+        rate, spread = tokens_per_s(self.history, self.timed_tokens, self.timed_s)
+        scored = bool(final) and self.scores is not None
+        outputs = self.outputs if final else None
         return RunResult(
             model=cfg.model, task=cfg.task, seq_len=cfg.seq_len,
             params=count_params(self.model), metric_name=task.metric_name,
             metric=final.get(f"{split}_{task.metric_name}"),
             higher_is_better=task.higher_is_better,
-            train_tokens_per_s=self.timed_tokens / self.timed_s if self.timed_s else 0.0,
+            train_tokens_per_s=rate, train_tokens_per_s_spread=spread, lr_tuned=cfg.lr_tuned,
             peak_mem_bytes=int(peak_mem), wall_s=self.wall_s(), steps=self.step,
             seed=cfg.seed, status=status, family=self.model.backbone.family, split=split,
             metric_ci=final.get(f"{split}_{task.metric_name}_ci"), lr=cfg.lr,
@@ -436,11 +444,39 @@ class Trainer:
             world_size=self.world, d_model=cfg.d_model, layers=cfg.layers,
             model_args=cfg.model_args, task_version=task.version, run_dir=str(self.run_dir),
             truncated=task.truncated(),
-            history=list(self.history))
+            history=list(self.history), examples=example_sums(self.scores) if scored else None,
+            eval_examples=list(self.eval_examples),
+            outputs=outputs[0] if outputs else None, references=outputs[1] if outputs else None)
 
     def write_summary(self, result: RunResult) -> None:
         """summary.json: the final result, or the one so far, so a crashed run still shows."""
         write_results(self.run_dir / "summary.json", "train", [result])
+
+
+def example_sums(scores) -> dict[str, dict[str, list[float]]]:
+    """ExampleScores as plain lists, for the results file."""
+    return {"totals": {k: v.tolist() for k, v in scores.totals.items()},
+            "counts": {k: v.tolist() for k, v in scores.counts.items()}}
+
+
+def window_rates(history: list[dict[str, Any]]) -> list[float]:
+    """The logged windows' training tokens/s but the first, which pays for allocation and
+    kernel selection."""
+    return [h["tokens_per_s"] for h in history if "tokens_per_s" in h][1:]
+
+
+def tokens_per_s(history: list[dict[str, Any]], timed_tokens: int,
+                 timed_s: float) -> tuple[float, list[float] | None]:
+    """Training tokens/s and its 25-75 % spread, both from the logged windows, the first window
+    (which pays for allocation and kernel selection) left out; with no window after it, the
+    timed steps' mean (every step but the first) and no spread."""
+    from seqarena.stats import spread
+
+    rates = window_rates(history)
+    if not rates:
+        return (timed_tokens / timed_s if timed_s else 0.0), None
+    found = spread(rates)
+    return statistics.median(rates), list(found) if found else None
 
 
 def _test_exit_at() -> tuple[int, Path] | None:
