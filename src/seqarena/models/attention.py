@@ -6,6 +6,11 @@ References:
 - nanoGPT `model.py`, `CausalSelfAttention`: `scaled_dot_product_attention` as the fast path with
   the manual `softmax(q @ k^T / sqrt(d)) @ v` right under `else`.
 - torch.nn.MultiheadAttention: the same packed `in_proj` layout, so its weights copy over as is.
+- Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding" (RoPE),
+  https://arxiv.org/abs/2104.09864, in GPT-NeoX's half-split layout (see rope()).
+- Press, Smith & Lewis 2022, "Train Short, Test Long: Attention with Linear Biases Enables Input
+  Length Extrapolation" (ALiBi), https://arxiv.org/abs/2108.12409, and its reference code
+  ofirpress/attention_with_linear_biases for the slopes of a head count that is not a power of 2.
 
 Masks follow the Backbone contract: True marks a position that takes part (a real token, a key a
 query may see); padding and the future are False.
@@ -22,6 +27,34 @@ from torch import nn
 # B batch, L query length, S key length, D model width, H heads, Dh head width (D / H)
 
 IMPLS = ("sdpa", "manual")
+RELATIVE = ("rope", "alibi")  # positions that self-attention applies inside its scores
+
+
+def rope(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """RoPE: t (B, H, L, Dh) at positions pos (L,), each pair of dims rotated by pos * theta_i.
+
+    Pairs are (i, i + Dh/2), GPT-NeoX's half-split layout, not the paper's interleaved (2i, 2i+1):
+    the same rotations on permuted dims, so q.k is unchanged, and no strided gather.
+    theta_i = 10000^(-2i/Dh), the sinusoids' frequencies: rotating q by m and k by n leaves q.k
+    a function of m - n only, so attention sees relative positions and no table bounds L.
+    """
+    half = t.shape[-1] // 2
+    theta = 10000.0 ** (-torch.arange(half, device=t.device, dtype=torch.float64) * 2 / t.shape[-1])
+    angle = pos.to(t.device, torch.float64)[:, None] * theta  # (L, Dh/2)
+    cos, sin = angle.cos().to(t.dtype), angle.sin().to(t.dtype)
+    t1, t2 = t[..., :half], t[..., half:]  # (B, H, L, Dh/2) each
+    return torch.cat((t1 * cos - t2 * sin, t1 * sin + t2 * cos), dim=-1)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """m_h = 2^(-8h/H), h = 1..H, for H a power of 2; otherwise the paper's rule: the slopes of
+    the power of 2 below H, then every other slope of twice that power, for the heads left."""
+    def power_of_2(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    below = 2 ** math.floor(math.log2(heads))
+    slopes = power_of_2(below) + power_of_2(2 * below)[0::2][:heads - below]
+    return torch.tensor(slopes)  # (H,)
 
 
 class KVCache:
@@ -64,13 +97,20 @@ class KVCache:
 class MultiHeadAttention(nn.Module):
     """Self-attention (x attends to x) or cross-attention (x attends to memory), H heads."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, impl: str = "sdpa",
+                 positions: str = "none"):
         super().__init__()
         if d_model % heads != 0:
             raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if positions == "rope" and (d_model // heads) % 2:
+            raise ValueError(f"RoPE rotates pairs of dims: head width {d_model // heads} is odd")
         self.d_model, self.heads, self.dropout, self.impl = d_model, heads, dropout, impl
+        # "rope" or "alibi": positions applied here, to self-attention; anything else: none here
+        self.positions = positions
+        if positions == "alibi":
+            self.register_buffer("slopes", alibi_slopes(heads), persistent=False)  # (H,)
         # W_q, W_k, W_v stacked as rows, (3D, D): self-attention projects in one matmul
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)  # W_o, mixes the concatenated heads
@@ -87,7 +127,11 @@ class MultiHeadAttention(nn.Module):
             w, b = self.in_proj.weight, self.in_proj.bias
             q = F.linear(x, w[:D], b[:D])  # (B, L, D)
             k, v = F.linear(memory, w[D:], b[D:]).split(D, dim=2)  # 2 x (B, S, D)
-        return self._attend(self._heads(q), self._heads(k), self._heads(v), key_mask, causal)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, L|S, Dh)
+        if memory is None:  # positions relate tokens of one sequence: self-attention only
+            q, k = self._rotate(q, 0), self._rotate(k, 0)
+            return self._attend(q, k, v, key_mask, causal, self._bias(q.size(2), k.size(2)))
+        return self._attend(q, k, v, key_mask, causal)
 
     def memory_cache(self, memory: torch.Tensor) -> KVCache:
         """Keys and values of memory (B, S, D), computed once for cross-attention while decoding."""
@@ -102,24 +146,43 @@ class MultiHeadAttention(nn.Module):
         if cache.memory:
             q = F.linear(x_t, self.in_proj.weight[:D], self.in_proj.bias[:D])  # (B, 1, D)
             k, v = cache.keys_values()
-        else:
-            q, k_t, v_t = self.in_proj(x_t).split(D, dim=2)  # 3 x (B, 1, D)
-            k, v = cache.append(self._heads(k_t), self._heads(v_t))
+            return self._attend(self._heads(q), k, v, key_mask, causal=False)
+        q, k_t, v_t = self.in_proj(x_t).split(D, dim=2)  # 3 x (B, 1, D)
+        t = cache.length  # the new token's position; the cache keeps keys already rotated
+        q, k_t = self._rotate(self._heads(q), t), self._rotate(self._heads(k_t), t)
+        k, v = cache.append(k_t, self._heads(v_t))
         # the cache holds only the past and the present, so the causal mask has nothing to hide
-        return self._attend(self._heads(q), k, v, key_mask, causal=False)
+        return self._attend(q, k, v, key_mask, causal=False, bias=self._bias(1, k.size(2)))
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         B, L, _ = t.shape
         return t.view(B, L, self.heads, -1).transpose(1, 2)  # (B, H, L, Dh), a view, no copy
 
+    def _rotate(self, t: torch.Tensor, start: int) -> torch.Tensor:
+        """RoPE on q or k (B, H, L, Dh) at positions start, start + 1, ...; others: t as is."""
+        if self.positions != "rope":
+            return t
+        return rope(t, torch.arange(start, start + t.size(2)))
+
+    def _bias(self, L: int, S: int) -> torch.Tensor | None:
+        """ALiBi's -m_h |i - j| (H, L, S) for the last L of S positions; None without ALiBi.
+        Causal attention sees j <= i only, where this is the paper's -m_h (i - j); a
+        bidirectional encoder penalises distance both ways."""
+        if self.positions != "alibi":
+            return None
+        i = torch.arange(S - L, S, device=self.slopes.device)  # (L,) query positions
+        j = torch.arange(S, device=self.slopes.device)  # (S,) key positions
+        return -self.slopes[:, None, None] * (i[:, None] - j[None, :]).abs()  # (H, L, S)
+
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        """head_i = softmax(Q_i K_i^T / sqrt(d_k)) V_i; MultiHead = Concat(head_1..head_H) W_o."""
+                key_mask: torch.Tensor | None, causal: bool,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """head_i = softmax(Q_i K_i^T / sqrt(d_k) + bias_i) V_i; MultiHead = Concat(heads) W_o."""
         B, H, L, Dh = q.shape
         S = k.size(2)
         fused = self.impl == "sdpa" and self.recorded is None
         # is_causal (no mask tensor) lets the kernel skip the key blocks above the diagonal
-        is_causal = causal and fused and key_mask is None and L == S
+        is_causal = causal and fused and key_mask is None and L == S and bias is None
         mask = None  # (B|1, 1, L|1, S) bool, True where query l may see key s
         if key_mask is not None:
             mask = key_mask[:, None, None, :]  # (B, 1, 1, S)
@@ -129,6 +192,9 @@ class MultiHeadAttention(nn.Module):
             mask = past if mask is None else mask & past
         dropout = self.dropout if self.training else 0.0
         if fused:
+            if bias is not None:  # a float attn_mask is added to the scores: bias, -inf hidden
+                bias = bias.to(q.dtype)
+                mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                is_causal=is_causal)  # (B, H, L, Dh)
         else:
@@ -136,6 +202,8 @@ class MultiHeadAttention(nn.Module):
             # terms has variance Dh, which would push softmax into saturation where its
             # gradients vanish; the scaling keeps the scores' variance at 1 for any head width.
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))  # (B, H, L, S)
+            if bias is not None:
+                att = att + bias  # (B, H, L, S)
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             att = att.softmax(dim=-1)

@@ -224,6 +224,11 @@ class LinearTransformer(Backbone):
             x = block(x, mask)
         return self.norm(x)
 
+    def state_size(self, n_tokens: int) -> int:
+        """S and z of every head: H (Dh^2 + Dh) floats, whatever n_tokens."""
+        Dh = self.d_model // self.config.heads
+        return self.config.heads * (Dh * Dh + Dh)
+
     def init_state(self, batch_size: int) -> State:
         S, z = zip(*(b.attn.init_state(batch_size) for b in self.blocks))
         return State(list(S), list(z))

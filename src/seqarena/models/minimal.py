@@ -15,6 +15,11 @@ once (training) and which a loop computes one token at a time with an O(1) state
 
 k, kf, ki and x~ are slices of one Linear of the layer's input. g(x) = x + 0.5 for x >= 0 and
 sigmoid(x) otherwise keeps h~ positive, so log h~ exists for the log-space scan.
+
+negative_eigen (Grazzi et al. 2024, "Unlocking State-Tracking in Linear RNNs Through Negative
+Eigenvalues", arXiv:2411.12537): a_t in (0, 1) can only decay the state, so no length-independent
+solution of parity exists; a_t -> 2 a_t - 1 in (-1, 1) lets the state flip sign (minGRU:
+a_t = 1 - 2 z_t; minLSTM: 2 f'_t - 1), while b_t = z_t h~_t (i'_t h~_t) still weighs the input.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class MinimalConfig(ModelConfig):
     #                     paper's appendix B (loses float32 precision over long spans of small
     #                     gates); "sequential": the paper's sequential mode, the cell (its Linear
     #                     included) token by token, as an RNN runs. All but "scan" use autograd.
+    negative_eigen: bool = False  # True: a_t = 2 a_t - 1 in (-1, 1), Grazzi et al. 2024 (see the
+    #                               module docstring); not with impl="logscan" (log of a_t < 0)
 
     def validate(self) -> None:
         super().validate()
@@ -59,6 +66,9 @@ class MinimalConfig(ModelConfig):
         if not self.ff_mult >= 0:
             raise ConfigError(f"MinimalConfig.ff_mult must be >= 0 (0 = no MLP), "
                               f"got {self.ff_mult}")
+        if self.negative_eigen and self.impl == "logscan":
+            raise ConfigError("MinimalConfig.negative_eigen=True makes a_t negative, which has no "
+                              "log: use impl='scan', 'chunked' or 'sequential', not 'logscan'")
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +121,31 @@ class MinLSTMCell:
         return -F.softplus(r), -F.softplus(-r) + log_g(x)
 
 
+class MinGRUNegCell(MinGRUCell):
+    """minGRU with a_t = 1 - 2 z_t in (-1, 1) (negative_eigen); no log-space form."""
+
+    @staticmethod
+    def coefficients(u):
+        a, b = MinGRUCell.coefficients(u)
+        return 2 * a - 1, b
+
+    log_coefficients = None  # a_t < 0 has no log: MinimalConfig refuses impl="logscan"
+
+
+class MinLSTMNegCell(MinLSTMCell):
+    """minLSTM with a_t = 2 f'_t - 1 in (-1, 1) (negative_eigen); no log-space form."""
+
+    @staticmethod
+    def coefficients(u):
+        a, b = MinLSTMCell.coefficients(u)
+        return 2 * a - 1, b
+
+    log_coefficients = None  # a_t < 0 has no log: MinimalConfig refuses impl="logscan"
+
+
+NEGATIVE = {MinGRUCell: MinGRUNegCell, MinLSTMCell: MinLSTMNegCell}
+
+
 class _FusedMinScan(torch.autograd.Function):
     """`cell.coefficients(u)` then `scan_tree`, in one autograd node with a written-out backward.
 
@@ -121,24 +156,26 @@ class _FusedMinScan(torch.autograd.Function):
     its pages are faulted in and zeroed). No torch.where, slow on CPU: g(x) = max(x + 0.5,
     sigmoid(x)), since x + 0.5 >= sigmoid(x) exactly when x >= 0. One gradient buffer, no cat.
     Both cells are h_t = (1 - z_t) h_{t-1} + z_t g(x~_t) with z_t = sigmoid(r_t): minGRU's r
-    is k, minLSTM's is log(i_t / f_t), so that i'_t = z_t and f'_t = 1 - z_t.
+    is k, minLSTM's is log(i_t / f_t), so that i'_t = z_t and f'_t = 1 - z_t. `negative`:
+    a_t = 1 - 2 z_t (negative_eigen) in place of 1 - z_t.
     """
 
     @staticmethod
-    def forward(ctx, u, lstm):
+    def forward(ctx, u, lstm, negative=False):
         n = u.shape[-1] // (3 if lstm else 2)
         x = u[..., -n:]  # (B, L, N), as are all slices of u below
         r = u[..., :n]  # minGRU's k
         if lstm:  # minLSTM's log(i / f), built in place
             r = F.softplus(u[..., :n].neg()).sub_(F.softplus(u[..., n:2 * n].neg()))
         z = torch.sigmoid(r)
-        a = 1.0 - z  # from z rather than sigmoid(-r): exact where a ~ 1, where long memory lives
+        # from z rather than sigmoid(-r): exact where a ~ 1, where long memory lives
+        a = torch.sub(1.0, z, alpha=2.0 if negative else 1.0)
         h = x + 0.5
         g_x = torch.sigmoid(x)
         torch.maximum(g_x, h, out=g_x)
         torch.mul(z, g_x, out=h)  # b_t
         tree_scan_(a, h)
-        ctx.lstm = lstm
+        ctx.lstm, ctx.negative = lstm, negative
         ctx.save_for_backward(u, z, a, g_x, h)
         return h
 
@@ -156,16 +193,17 @@ class _FusedMinScan(torch.autograd.Function):
         # g' = max(g (1 - g), [x >= 0]); the indicator is a float in grad_r's slot, not yet used
         torch.addcmul(g_x, g_x, g_x, value=-1.0, out=grad_x)
         torch.maximum(grad_x, torch.ge(x, 0, out=grad_r), out=grad_x).mul_(grad_z)
-        # dh_t/dr_t = z_t (1 - z_t) (g(x~_t) - h_{t-1}), with h_{-1} = 0
-        torch.sub(g_x[:, 1:], h[:, :-1], out=grad_r[:, 1:])
+        # dh_t/dr_t = z_t (1 - z_t) (g(x~_t) - h_{t-1}), with h_{-1} = 0; with negative_eigen
+        # da_t/dz_t = -2, so z_t (1 - z_t) (g(x~_t) - 2 h_{t-1})
+        torch.sub(g_x[:, 1:], h[:, :-1], alpha=2.0 if ctx.negative else 1.0, out=grad_r[:, 1:])
         grad_r[:, 0] = g_x[:, 0]
-        grad_r.mul_(a).mul_(grad_z)
+        grad_r.mul_(1.0 - z if ctx.negative else a).mul_(grad_z)
         if ctx.lstm:  # r = softplus(-kf) - softplus(-ki): dr/dkf = sigmoid(kf) - 1,
             #            dr/dki = 1 - sigmoid(ki)
             kf, ki = u[..., :n], u[..., n:2 * n]
             torch.sigmoid(kf, out=grad_u[..., :n]).sub_(1.0).mul_(grad_r)
             grad_r.mul_(torch.sigmoid(ki).neg_().add_(1.0))  # grad_r sits in ki's slot
-        return grad_u, None
+        return grad_u, None, None
 
 
 class MinimalLayer(nn.Module):
@@ -174,7 +212,8 @@ class MinimalLayer(nn.Module):
     def __init__(self, cell, config: MinimalConfig):
         super().__init__()
         D, N = config.d_model, int(config.expansion * config.d_model)
-        self.cell, self.impl = cell, config.impl
+        self.cell, self.impl = NEGATIVE[cell] if config.negative_eigen else cell, config.impl
+        self.negative = config.negative_eigen
         # LayerNorm, not the reference's RMSNorm: on CPU it is one fused kernel, RMSNorm several
         self.norm = nn.LayerNorm(D)
         self.proj = nn.Linear(D, cell.n_proj * N, bias=False)  # all gates in one matmul
@@ -203,7 +242,7 @@ class MinimalLayer(nn.Module):
         with off:
             u = u.to(dtype)
             if self.impl == "scan":
-                h = _FusedMinScan.apply(u, self.cell is MinLSTMCell)
+                h = _FusedMinScan.apply(u, issubclass(self.cell, MinLSTMCell), self.negative)
             elif self.impl == "logscan":
                 h = scan_log(*self.cell.log_coefficients(u))
             else:
@@ -248,6 +287,10 @@ class Minimal(Backbone):
 
     def rebuild(self, config):
         return Minimal(self.cell, config)
+
+    def state_size(self, n_tokens: int) -> int:
+        """h_t, N = expansion * D floats, whatever n_tokens."""
+        return self.state_width
 
     def init_state(self, batch_size):
         p = self.norm.weight

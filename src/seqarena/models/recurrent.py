@@ -41,17 +41,26 @@ State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 @dataclass(frozen=True)
 class RecurrentConfig(ModelConfig):
     bidirectional: bool = False  # True: a second layer reads right to left; not causal, no step()
-    nonlinearity: str = "tanh"  # "tanh" or "relu": the Elman RNN's activation (model "rnn" only)
+    nonlinearity: str = "tanh"  # the Elman RNN's activation (model "rnn" only): "tanh", "relu",
+    #                             or "identity" (a linear RNN), scratch only: torch's kernel lacks it
     impl: str = "fused"  # "fused": torch's RNN kernels; "scratch": the cells below, step by step
+    spectral_radius: float = 0.0  # model "rnn": each initial W_hh rescaled to this largest
+    #                               |eigenvalue|, as echo-state networks do; 0: torch's init as is
 
     def validate(self) -> None:
         super().validate()
-        if self.nonlinearity not in ("tanh", "relu"):
-            raise ConfigError(f"RecurrentConfig.nonlinearity must be 'tanh' or 'relu', "
-                              f"got {self.nonlinearity!r}")
+        if self.nonlinearity not in ("tanh", "relu", "identity"):
+            raise ConfigError(f"RecurrentConfig.nonlinearity must be 'tanh', 'relu' or "
+                              f"'identity', got {self.nonlinearity!r}")
         if self.impl not in ("fused", "scratch"):
             raise ConfigError(f"RecurrentConfig.impl must be 'fused' or 'scratch', "
                               f"got {self.impl!r}")
+        if self.nonlinearity == "identity" and self.impl == "fused":
+            raise ConfigError("RecurrentConfig.nonlinearity='identity' needs impl='scratch': "
+                              "torch's fused RNN has only tanh and relu")
+        if not self.spectral_radius >= 0:
+            raise ConfigError(f"RecurrentConfig.spectral_radius must be >= 0 (0 = torch's "
+                              f"init), got {self.spectral_radius}")
         if self.bidirectional and self.d_model % 2:
             raise ConfigError(f"RecurrentConfig.d_model must be even when bidirectional (each "
                               f"direction gets d_model/2 units), got {self.d_model}")
@@ -61,11 +70,13 @@ class RecurrentConfig(ModelConfig):
 # Each takes x_t (B, D_in), the state as a tuple, (h,) or (h, c), each (B, H), and the layer's
 # weights: w_ih (G*H, D_in), w_hh (G*H, H), b_ih and b_hh (G*H,). It returns the next state tuple.
 
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda x: x}
+
+
 def rnn_cell(x_t, state, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     """Elman: h_t = act(W_ih x_t + b_ih + W_hh h + b_hh)."""
     (h,) = state
-    act = torch.tanh if nonlinearity == "tanh" else torch.relu
-    h_t = act(F.linear(x_t, w_ih, b_ih) + F.linear(h, w_hh, b_hh))
+    h_t = ACTIVATIONS[nonlinearity](F.linear(x_t, w_ih, b_ih) + F.linear(h, w_hh, b_hh))
     return (h_t,)
 
 
@@ -138,6 +149,10 @@ class Recurrent(Backbone):
             if self.config.impl == "fused":
                 return self._run_fused(x.to(dtype), state, mask)
             return self._run_scratch(x.to(dtype), state, mask)
+
+    def state_size(self, n_tokens: int) -> int:
+        """h (and c for the LSTM) of each direction: n_states * D floats, whatever n_tokens."""
+        return self.n_states * self.directions * self.hidden
 
     def init_state(self, batch_size: int) -> State:
         w = self.rnn.weight_hh_l0
@@ -235,13 +250,27 @@ def _lengths_of_prefix_mask(mask: torch.Tensor) -> torch.Tensor:
     return lengths.clamp(min=1).cpu()  # an all-padding row still needs one step to pack
 
 
-@register_model("rnn", RecurrentConfig, "Elman RNN (tanh or relu), from-scratch cell + fused",
-                train_cost="O(L) sequential", decode_cost="O(1)")
+@register_model("rnn", RecurrentConfig, "Elman RNN (tanh, relu or identity), from-scratch cell "
+                "+ fused", train_cost="O(L) sequential", decode_cost="O(1)")
 class RNN(Recurrent):
     gates = 1
 
+    def __init__(self, config: RecurrentConfig):
+        super().__init__(config)
+        if config.spectral_radius > 0:
+            # gradients through h are multiplied by W_hh^T each step, so at initialisation
+            # their norm grows or decays like rho^distance (exactly so for a linear RNN)
+            with torch.no_grad():
+                for name, w in self.rnn.named_parameters():
+                    if name.startswith("weight_hh"):
+                        rho = torch.linalg.eigvals(w.double()).abs().max()
+                        w.mul_(config.spectral_radius / rho.item())
+
     def make_torch_module(self, d_in, hidden, **kwargs):
-        return nn.RNN(d_in, hidden, nonlinearity=self.config.nonlinearity, **kwargs)
+        # identity runs only on the scratch cells (see RecurrentConfig); the module still holds
+        # the weights, in the layout of its tanh twin
+        act = "tanh" if self.config.nonlinearity == "identity" else self.config.nonlinearity
+        return nn.RNN(d_in, hidden, nonlinearity=act, **kwargs)
 
     def cell(self, x_t, state, w_ih, w_hh, b_ih, b_hh):
         return rnn_cell(x_t, state, w_ih, w_hh, b_ih, b_hh, self.config.nonlinearity)
@@ -254,6 +283,9 @@ class _GatedRecurrent(Recurrent):
         if config.nonlinearity != "tanh":
             raise ConfigError(f"RecurrentConfig.nonlinearity applies only to model 'rnn'; "
                               f"{type(self).__name__} gates are fixed, so leave it 'tanh'")
+        if config.spectral_radius:
+            raise ConfigError(f"RecurrentConfig.spectral_radius applies only to model 'rnn'; "
+                              f"leave it 0 for {type(self).__name__}")
         super().__init__(config)
 
 

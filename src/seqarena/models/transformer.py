@@ -8,6 +8,8 @@ References:
 - x-transformers: `Encoder` and `Decoder` are thin subclasses that only fix `causal`.
 - torch.nn.TransformerEncoderLayer / TransformerDecoderLayer: the same block layouts, used by the
   tests as the reference with copied weights.
+- RoPE (Su et al. 2021) and ALiBi (Press et al. 2022): relative positions that the self-attention
+  layers apply inside their scores (attention.py), so no table bounds the length.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqarena.errors import ConfigError, UserError
-from seqarena.models.attention import IMPLS, KVCache, MultiHeadAttention
+from seqarena.models.attention import IMPLS, RELATIVE, KVCache, MultiHeadAttention
 from seqarena.models.base import Backbone, Seq2SeqBackbone, StepNotSupported
 from seqarena.models.registry import ModelConfig, register_model
 
 # B batch, L length (T target, S source in the encoder-decoder), D model width, H heads,
 # Dh head width (D / H), F feed-forward width
 
-POSITIONS = ("sinusoidal", "learned", "none")
+POSITIONS = ("sinusoidal", "learned", "none")  # added to the input: any block may use them
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
 
 
@@ -38,7 +40,8 @@ class TransformerConfig(ModelConfig):
     d_ff: int = 0  # feed-forward width F; 0 means 4 * d_model, as in the 2017 paper and GPT-2
     causal: bool = True  # True: GPT-style decoder-only stack that decodes; False: bidirectional
     norm_first: bool = True  # True: pre-norm (GPT-2, needs no warm-up); False: post-norm (2017)
-    positions: str = "sinusoidal"  # "sinusoidal" (fixed, any length), "learned" (max_len), "none"
+    positions: str = "sinusoidal"  # "sinusoidal" (fixed, any length), "learned" (max_len),
+    #                                "none", "rope" (rotates q, k), "alibi" (a linear distance bias)
     max_len: int = 4096  # learned positions: the longest sequence; sinusoids: rows precomputed
     activation: str = "gelu"  # feed-forward nonlinearity: "gelu" (GPT-2) or "relu" (2017 paper)
     impl: str = "sdpa"  # "sdpa": fused attention kernel; "manual": the equations (attention maps)
@@ -54,21 +57,25 @@ class TransformerConfig(ModelConfig):
                 raise ConfigError(f"{name}.{field} must be >= 0, got {getattr(self, field)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{name}.dropout must be in [0, 1), got {self.dropout}")
-        check_block_fields(self, IMPLS)
+        check_block_fields(self, IMPLS, POSITIONS + RELATIVE)
+        if self.positions == "rope" and (self.d_model // self.heads) % 2:
+            raise ConfigError(f"{name}.positions='rope' rotates pairs of dims, and the head width "
+                              f"d_model / heads = {self.d_model // self.heads} is odd; make it even")
 
     @property
     def ff_width(self) -> int:
         return self.d_ff or 4 * self.d_model
 
 
-def check_block_fields(cfg, impls: tuple[str, ...]) -> None:
+def check_block_fields(cfg, impls: tuple[str, ...],
+                       positions: tuple[str, ...] = POSITIONS) -> None:
     """What every config of attention blocks checks: heads divide d_model, the named choices,
     and a max_len for learned positions; ConfigError naming the field."""
     name = type(cfg).__name__
     if cfg.d_model % cfg.heads != 0:
         raise ConfigError(f"{name}: d_model={cfg.d_model} is not divisible by "
                           f"heads={cfg.heads}; make d_model a multiple of heads")
-    for field, choices in (("positions", POSITIONS), ("activation", tuple(ACTIVATIONS)),
+    for field, choices in (("positions", positions), ("activation", tuple(ACTIVATIONS)),
                            ("impl", impls)):
         if getattr(cfg, field) not in choices:
             raise ConfigError(f"{name}.{field} must be one of {', '.join(choices)}, "
@@ -88,7 +95,8 @@ def sinusoids(pos: torch.Tensor, d_model: int) -> torch.Tensor:
 
 
 class Positions(nn.Module):
-    """Adds each token's position: sinusoids (Vaswani et al. 3.5), a learned table, or nothing."""
+    """Adds each token's position: sinusoids (Vaswani et al. 3.5), a learned table, or nothing
+    (also for "rope" and "alibi", which self-attention applies)."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -102,13 +110,14 @@ class Positions(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x (B, L, D) holding positions start, start + 1, ... -> x plus their encodings."""
-        if self.kind == "none":
+        if self.kind not in ("learned", "sinusoidal"):
             return x
         end = start + x.shape[1]
         if self.kind == "learned":
             if end > self.max_len:
-                raise UserError(f"sequence of {end} tokens is longer than max_len={self.max_len} "
-                                "learned positions; raise max_len or use positions='sinusoidal'")
+                raise UserError(f"a sequence of {end} tokens is longer than the max_len="
+                                f"{self.max_len} learned positions; set max_len >= {end}, or "
+                                "positions that need no table ('sinusoidal', 'rope', 'alibi')")
             return x + self.table.weight[start:end]
         if end <= self.table.shape[0]:
             return x + self.table[start:end]
@@ -135,7 +144,8 @@ class EncoderBlock(nn.Module):
     def __init__(self, config: TransformerConfig, causal: bool):
         super().__init__()
         self.causal, self.norm_first = causal, config.norm_first
-        self.attn = MultiHeadAttention(config.d_model, config.heads, config.dropout, config.impl)
+        self.attn = MultiHeadAttention(config.d_model, config.heads, config.dropout, config.impl,
+                                       config.positions)
         self.ff = FeedForward(config)
         self.norm1 = nn.LayerNorm(config.d_model)
         self.norm2 = nn.LayerNorm(config.d_model)
@@ -164,8 +174,8 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.norm_first = config.norm_first
         shape = (config.d_model, config.heads, config.dropout, config.impl)
-        self.self_attn = MultiHeadAttention(*shape)
-        self.cross_attn = MultiHeadAttention(*shape)
+        self.self_attn = MultiHeadAttention(*shape, positions=config.positions)
+        self.cross_attn = MultiHeadAttention(*shape)  # source and target positions do not compare
         self.ff = FeedForward(config)
         self.norm1 = nn.LayerNorm(config.d_model)
         self.norm2 = nn.LayerNorm(config.d_model)
@@ -226,6 +236,10 @@ class Transformer(Backbone):
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)
+
+    def state_size(self, n_tokens: int) -> int:
+        """The KV cache: a key and a value of D floats for each token read, 2 n D."""
+        return 2 * n_tokens * self.d_model
 
     def init_state(self, batch_size: int) -> DecodeState:
         return DecodeState([KVCache() for _ in self.blocks])

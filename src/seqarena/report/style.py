@@ -54,13 +54,20 @@ FAMILY_COLOURS = {
     "scan": ["#0d9488", "#0ea5e9", "#14b8a6", "#0891b2"],
     "attention": ["#ea580c", "#dc2626", "#d97706", "#f97316", "#9a3412"],
     "linear-attention": ["#be185d", "#db2777", "#a21caf", "#f472b6"],
+    # the chunked recurrences with a matrix or gated state: greens and olives, cool like the
+    # recurrences they are, apart from the classic cells' blues
+    "ssm": ["#15803d", "#4d7c0f"],
+    "delta-rule": ["#047857", "#65a30d"],
+    "xlstm": ["#166534", "#84cc16"],
 }
 OTHER = ["#7c3aed", "#475569", "#65a30d", "#a16207"]
-FAMILY_ORDER = ["recurrent", "scan", "attention", "linear-attention"]  # tables and legends
+FAMILY_ORDER = ["recurrent", "scan", "ssm", "delta-rule", "xlstm", "attention",
+                "linear-attention"]  # tables and legends
 # Fixed slots in their family's palette for the built-in names, so lstm is the same blue in
 # every report whatever else it shows; other names take the free colours of their family.
-SLOTS = {"rnn": 0, "lstm": 1, "gru": 2, "rnn-ed": 3, "mingru": 0, "minlstm": 1,
-         "transformer": 0, "transformer-ed": 1}
+SLOTS = {"rnn": 0, "lstm": 1, "gru": 2, "rnn-ed": 3, "mingru": 0, "minlstm": 1, "hawk": 2,
+         "transformer": 0, "transformer-ed": 1, "linear-attention": 0, "retnet": 1,
+         "mamba2": 0, "gated-deltanet": 0, "deltanet": 1, "mlstm": 0}
 PEER_STYLES = ["--", ":", "-."]
 MODES = ("train", "forward", "prefill")
 SETTING_FIELDS = ("device", "dtype", "batch", "d_model", "layers")  # what else a bench row varies
