@@ -14,6 +14,7 @@ from seqarena.tasks import dates  # noqa: E402,F401
 from seqarena.tasks import classify  # noqa: E402,F401
 from seqarena.tasks import translate  # noqa: E402,F401
 from seqarena.tasks import series  # noqa: E402,F401  series-classify
+from seqarena.tasks import chomsky  # noqa: E402,F401  parity, even-pairs, reverse-string, ...
 
 __all__ = ["TASKS", "Batch", "SequenceModel", "Task", "TaskConfig", "describe_tasks", "make_task",
            "register_task"]
