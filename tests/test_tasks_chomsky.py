@@ -247,3 +247,35 @@ def test_bad_length_fields_are_one_line_config_errors_naming_the_field(fields, f
     with pytest.raises(ConfigError, match=field) as e:
         make_task("parity", **fields)
     assert "\n" not in str(e.value)
+
+
+def test_trained_short_and_scored_long_through_seqarena_compare(tmp_path):
+    """The documented command: train on lengths 1-8, score every test length 9-30 and say each
+    length's accuracy; variants of one model (model@key=value) stand side by side."""
+    from seqarena.cli import main
+    from seqarena.results import Summary, read_results
+
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--task", "parity", "--models", "mingru,mingru@negative_eigen=true",
+              "--seq-lens", "31", "--steps", "20", "--lr", "3e-3", "--d-model", "8",
+              "--batch-size", "8", "--threads", "1", "--task-arg", "train_lens=1-8",
+              "--task-arg", "test_lens=9-30", "--task-arg", "test_lengths_step=7",
+              "--task-arg", "test_per_length=4", "--out", str(out)])
+    assert e.value.code == 0
+    doc = read_results(out / "summary.json")
+    summary = Summary.from_dict(doc["summary"])
+    assert summary.trained_lengths == [1, 8]
+    assert [r.model for r in summary.rows] == ["mingru", "mingru@negative_eigen=true"]
+    assert {r.model_args.get("negative_eigen") for r in doc["results"]} == {None, True}
+    for row, result in zip(summary.rows, doc["results"]):
+        assert [n for n, *_ in row.by_length] == [9, 16, 23, 30]
+        assert result.example_lengths == [n for n in (9, 16, 23, 30) for _ in range(4)]
+        # each length's accuracy is its 4 examples' mean; the score is the mean over lengths
+        right = np.asarray(result.examples["totals"]["accuracy"])
+        for n, value, low, high in row.by_length:
+            at = [i for i, m in enumerate(result.example_lengths) if m == n]
+            assert value == pytest.approx(right[at].mean()) and low <= value <= high
+        assert row.metric == pytest.approx(np.mean([v for _, v, _, _ in row.by_length]))
+    page = (out / "report.html").read_text()
+    assert 'id="fig-compare_parity_by_length"' in page

@@ -110,6 +110,15 @@ def parse_assignments(items: tuple[str, ...] | list[str], flag: str) -> dict[str
     return out
 
 
+def model_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """"transformer@positions=rope;heads=2" -> ("transformer", {"positions": "rope", "heads": 2}):
+    one registered model under settings of its own, beside others in one comparison."""
+    if "@" not in spec:
+        return spec, {}
+    name, _, fields = spec.partition("@")
+    return name, parse_assignments([f for f in fields.split(";") if f], "model variant " + spec)
+
+
 # --- training -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -145,6 +154,8 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files into the run directory
     final_split: str = "test"  # split the finished run is scored on; "val": test stays unread
     lr_tuned: bool = False  # lr was chosen by compare's validation search (recorded, not used)
+    label: str = ""  # the name results carry; "": model. compare's variants, e.g.
+    #                  "transformer@positions=rope", train the model with their model_args
 
     def __post_init__(self):
         check_fields(self, positive=_POSITIVE, fractions={"warmup", "min_lr"})

@@ -103,6 +103,8 @@ class RunResult:
     #                               "counts": {key: [N]}}: paired tests and pooled intervals
     eval_examples: list = field(default_factory=list)  # the same on "val" at every evaluation,
     #                                                    with its step and train_s: equal-time tests
+    example_lengths: list | None = None  # the input length of each of `examples`, for tasks
+    #                                      tested at lengths they were not trained on
     outputs: list | None = None  # a corpus-scored task's outputs on the final split (translate's
     #                              hypotheses), in the order of `references`
     references: list | None = None  # the references `outputs` are scored against
@@ -132,6 +134,8 @@ class Row:
     train_s: float
     steps: float
     status: str  # the runs' statuses, e.g. "ok" or "ok,oom"
+    by_length: list | None = None  # [input length, metric, low, high] per held-out length, for
+    #                                tasks tested at lengths they were not trained on
 
 
 @dataclass
@@ -160,6 +164,7 @@ class Summary:
     sizes: list = field(default_factory=list)
     lr_search: dict | None = None  # per length: rates tried, kept, chosen, ties
     equal_time_s: dict = field(default_factory=dict)  # L -> T
+    trained_lengths: list | None = None  # [shortest, longest] trained on, when tested elsewhere
     wall_s: float = 0.0
 
     def winner(self, seq_len: int, question: str = "steps") -> str | None:
@@ -223,6 +228,7 @@ class GradientResult:
     stopped: str = ""  # why training stopped early
     train: dict = field(default_factory=dict)  # step, loss, grad_norm of every logged step
     family: str = ""
+    rate: float | None = None  # per-step geometric rate of grad_norm with distance (> 1: grows)
 
 
 @dataclass

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqarena.config import check_fields
+from seqarena.config import check_fields, model_variant
 from seqarena.errors import ConfigError, UserError
 from seqarena.results import AttentionMap, GradientResult, write_results
 
@@ -44,7 +44,8 @@ GRADIENT_MODELS = ("rnn", "lstm", "gru", "mingru", "transformer")
 class GradientConfig:
     """What `seqarena analyze gradients` measures, and on what."""
 
-    models: tuple[str, ...] = GRADIENT_MODELS  # registered model names
+    models: tuple[str, ...] = GRADIENT_MODELS  # registered model names, or variants such as
+    #                                          "rnn@spectral_radius=1.2;nonlinearity=identity"
     task: str = "adding"  # a task with one output per sequence, read at the last position
     seq_len: int = 128  # long enough for an Elman RNN's gradient to fade over it
     steps: int = 200  # training steps before the "trained" measurement
@@ -84,6 +85,19 @@ def input_gradient_norms(model: nn.Module, task, batch) -> np.ndarray:
     return grad.norm(dim=-1).mean(dim=0).double().numpy()  # (L,)
 
 
+def per_step_rate(distance: list[int], norms: np.ndarray) -> float | None:
+    """The geometric rate r of ‖∂loss/∂x_t‖ ≈ C r^d over the distance d to the output: exp of the
+    least-squares slope of log-norm against d (d >= 1: the output's own input is a special case).
+    r > 1: gradients grow (explode) with distance; r < 1: they vanish."""
+    d = np.asarray(distance, dtype=float)
+    norms = np.asarray(norms, dtype=float)
+    keep = (d >= 1) & np.isfinite(norms) & (norms > 0)
+    if keep.sum() < 2:
+        return None
+    slope = np.polyfit(d[keep], np.log(norms[keep]), 1)[0]
+    return float(np.exp(slope))
+
+
 def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | None = None,
                   progress=None) -> Path:
     """Measure every model under each condition; write gradients.json and return its path."""
@@ -93,7 +107,7 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
     from seqarena.training.train import build, train
 
     for name in cfg.models:
-        MODELS.get(name)  # an unknown name fails here, before any training
+        MODELS.get(model_variant(name)[0])  # an unknown name fails here, before any training
     task = make_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed)
     if task.head_kind not in ("classify", "regress"):
         raise UserError(f"task {cfg.task!r} predicts at every position; gradient flow needs one "
@@ -108,12 +122,14 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
             for condition, clip in conditions:
                 if progress:
                     progress(f"{name}: {condition}")
-                train_cfg = TrainConfig(model=name, task=cfg.task, seq_len=cfg.seq_len,
+                base, fixed = model_variant(name)
+                train_cfg = TrainConfig(model=base, model_args=fixed, label=name,
+                                        task=cfg.task, seq_len=cfg.seq_len,
                                         steps=cfg.steps, batch_size=cfg.batch_size,
                                         d_model=cfg.d_model, layers=cfg.layers, lr=cfg.lr,
                                         clip=clip or 0.0, seed=cfg.seed, eval_every=0,
                                         log_every=1, checkpoint_every=0, keep_checkpoints=1,
-                                        out=runs, name=f"{name}-clip{clip}", device="cpu",
+                                        out=runs, name=f"m{len(results)}-clip{clip}", device="cpu",
                                         threads=cfg.threads)
                 status, stopped, trace = "ok", "", {}
                 if clip is None:
@@ -128,7 +144,7 @@ def gradient_flow(cfg: GradientConfig, out: str | Path, command: list[str] | Non
                     model=name, condition=condition, trained=clip is not None, clip=clip or None,
                     status=status, distance=distance, stopped=stopped, train=trace,
                     grad_norm=[float(v) if math.isfinite(v) else None for v in norms],
-                    family=model.backbone.family))
+                    family=model.backbone.family, rate=per_step_rate(distance, norms)))
     path = Path(out) / "gradients.json"
     write_results(path, "gradients", results,
                   command=command if command is not None else _gradients_command(cfg, out),

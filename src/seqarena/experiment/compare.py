@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from seqarena.config import TrainConfig, config_from
+from seqarena.config import TrainConfig, config_from, model_variant as variant
 from seqarena.errors import ConfigError, UserError
 from seqarena.experiment.executor import Executor, LocalExecutor, RunSpec
 from seqarena.fileio import atomic_write_json
@@ -142,17 +142,24 @@ def compare_config_from(*layers: dict[str, Any], where: str = "config") -> Compa
 
 @dataclass(frozen=True)
 class Sizing:
-    model: str
+    model: str  # as the comparison names it: a registered model, or a variant "name@key=value"
     d_model: int
-    model_args: dict  # the d_ff a Transformer was given, else empty
+    model_args: dict  # the variant's fields, and the d_ff a Transformer was given
     params: int
+
+    @property
+    def base(self) -> str:
+        return variant(self.model)[0]
 
 
 def count(task, model: str, d_model: int, layers: int, **model_args: Any) -> int:
-    """Trainable parameters of `model` wrapped by `task` (embedding and head included)."""
+    """Trainable parameters of `model` (a name or a variant) wrapped by `task` (embedding and
+    head included)."""
     from seqarena.models import build_model, count_params
 
-    return count_params(task.wrap(build_model(model, d_model=d_model, layers=layers, **model_args)))
+    name, fixed = variant(model)
+    return count_params(task.wrap(build_model(name, d_model=d_model, layers=layers,
+                                              **{**fixed, **model_args})))
 
 
 def closest(params_at: Callable[[int], int], target: int, lo: int = 1, hi: int = 1 << 16) -> int:
@@ -175,9 +182,10 @@ def accepted_width(model: str, width: int, layers: int) -> int:
     encoder directions, so it takes even ones only)."""
     from seqarena.models import make_config
 
+    name, fixed = variant(model)
     for w in range(width, width + 8):
         try:
-            make_config(model, d_model=w, layers=layers)
+            make_config(name, d_model=w, layers=layers, **fixed)
             return w
         except ConfigError:
             continue
@@ -193,7 +201,8 @@ def size_models(models: tuple[str, ...], task, d_model: int, layers: int,
         target = max(count(task, model, d_model, layers) for model in models)
     sizes = []
     for model in models:
-        if "d_ff" in config_fields(model):  # keep the attention width, trade feed-forward width
+        name, fixed = variant(model)
+        if "d_ff" in config_fields(name):  # keep the attention width, trade feed-forward width
             size = lambda v: (d_model, {"d_ff": v})  # noqa: E731
         else:
             size = lambda v: (accepted_width(model, v, layers), {})  # noqa: E731
@@ -203,7 +212,8 @@ def size_models(models: tuple[str, ...], task, d_model: int, layers: int,
             return count(task, model, width, layers, **args)
 
         width, args = size(closest(params_at, target))
-        sizes.append(Sizing(model, width, args, count(task, model, width, layers, **args)))
+        sizes.append(Sizing(model, width, {**fixed, **args},
+                            count(task, model, width, layers, **args)))
     return target, sizes
 
 
@@ -309,8 +319,10 @@ def compare(cfg: CompareConfig, echo: Callable[[str], None] = lambda line: None,
     _check_out(cfg, out, resume)
 
     def run_config(s: Sizing, L: int, seed: int, lr: float) -> TrainConfig:
-        return dataclasses.replace(cfg.train, model=s.model, seq_len=L, seed=seed, lr=lr,
-                                   d_model=s.d_model, model_args=s.model_args, out=str(out),
+        return dataclasses.replace(cfg.train, model=s.base, seq_len=L, seed=seed, lr=lr,
+                                   d_model=s.d_model, model_args={**cfg.train.model_args,
+                                                                  **s.model_args},
+                                   label=s.model if s.model != s.base else "", out=str(out),
                                    name=run_dir_name(s.model, L, seed))
 
     lrs = {(s.model, L): cfg.train.lr for s in sizes for L in cfg.seq_lens}

@@ -148,7 +148,7 @@ def failed_result(cfg, status: str, stopped: str = "") -> RunResult:
     from seqarena.tasks import TASKS
 
     task = TASKS.get(cfg.task)
-    return RunResult(model=cfg.model, task=cfg.task, seq_len=cfg.seq_len, params=0,
+    return RunResult(model=cfg.label or cfg.model, task=cfg.task, seq_len=cfg.seq_len, params=0,
                      metric_name=task.metric_name, metric=None,
                      higher_is_better=task.higher_is_better, train_tokens_per_s=0.0,
                      peak_mem_bytes=0, wall_s=0.0, steps=0, seed=cfg.seed, status=status,

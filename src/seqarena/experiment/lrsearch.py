@@ -117,6 +117,11 @@ class SearchResult:
     searched_at: int = 0  # the length the halving ran at; another: the finalists re-run here
 
 
+def name_of(cfg: TrainConfig) -> str:
+    """The model as the comparison names it (a variant's label, or the registered name)."""
+    return cfg.label or cfg.model
+
+
 def validate(found: dict[str, SearchResult], bases: list[TrainConfig], executor: Executor,
              out: Path, echo: Callable[[str], None] = lambda line: None,
              resume: bool = False) -> dict[str, SearchResult]:
@@ -126,7 +131,7 @@ def validate(found: dict[str, SearchResult], bases: list[TrainConfig], executor:
     length is never assumed at another."""
     specs, owners = [], []
     for base in bases:
-        result = found[base.model]
+        result = found[name_of(base)]
         size, time_budget = result.rungs[-1], bool(base.budget_seconds) and base.steps >= 10**9
         for trial in result.trials:
             if len(trial.values) == len(result.rungs):
@@ -146,16 +151,16 @@ def validate(found: dict[str, SearchResult], bases: list[TrainConfig], executor:
             trials.append(Trial(lr, (r.metric if ok else None,), (ci,)))
             if ok:
                 done[lr] = (r.metric, ci)
-        result = found[base.model]
+        result = found[name_of(base)]
         if not done:
             raise UserError(f"--lr auto: at L={base.seq_len} every finalist rate diverged for "
-                            f"{base.model}; give --lr-grid lower values, or --lr X")
+                            f"{name_of(base)}; give --lr-grid lower values, or --lr X")
         close = close_to_best(done, _higher_is_better(base))
         if len(close) > 1:
-            echo(f"lr check: {base.model} at L={base.seq_len}: "
+            echo(f"lr check: {name_of(base)} at L={base.seq_len}: "
                  f"{', '.join(f'{v:g}' for v in sorted(close))} within noise; took the largest, "
                  f"{close[0]:g}")
-        checked[base.model] = SearchResult(base.model, close[0], tuple(trials),
+        checked[name_of(base)] = SearchResult(name_of(base), close[0], tuple(trials),
                                            result.rungs[-1:], tuple(close[1:]), base.seq_len,
                                            result.searched_at)
     return checked
@@ -221,33 +226,33 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
             study.enqueue_trial({"lr": lr})
         asked = [study.ask() for _ in grid]
         by_lr = {t.suggest_float("lr", grid[0], grid[-1], log=True): t for t in asked}
-        studies[base.model] = study
-        trials[base.model] = [by_lr[lr] for lr in grid]  # grid order: the order reports are told
-        values[base.model] = {lr: [] for lr in grid}
-        intervals[base.model] = {lr: [] for lr in grid}
-    alive = {base.model: list(grid) for base in bases}
+        studies[name_of(base)] = study
+        trials[name_of(base)] = [by_lr[lr] for lr in grid]  # grid order: the order reports are told
+        values[name_of(base)] = {lr: [] for lr in grid}
+        intervals[name_of(base)] = {lr: [] for lr in grid}
+    alive = {name_of(base): list(grid) for base in bases}
     unit = "s" if time_budget else "steps"
     for k, size in enumerate(sizes):
         specs, owners = [], []
         for base in bases:
-            for lr in alive[base.model]:
+            for lr in alive[name_of(base)]:
                 cfg = trial_config(base, lr, k, size, time_budget, out)
                 specs.append(RunSpec(dataclasses.asdict(cfg), resume=resume))
-                owners.append((base.model, lr))
+                owners.append((name_of(base), lr))
         echo(f"lr search, rung {k + 1}/{len(sizes)}: {len(specs)} run(s) of {size:g} {unit}")
         results = executor.run(specs)
         scored = {owner: (r.metric, r.metric_ci) if r.status == "ok" else (None, None)
                   for owner, r in zip(owners, results)}
         last = k == len(sizes) - 1
         for base in bases:
-            study, running = studies[base.model], []
-            for lr, trial in zip(grid, trials[base.model]):
-                if lr in alive[base.model]:
-                    value, ci = scored[(base.model, lr)]
+            study, running = studies[name_of(base)], []
+            for lr, trial in zip(grid, trials[name_of(base)]):
+                if lr in alive[name_of(base)]:
+                    value, ci = scored[(name_of(base), lr)]
                     ok = value is not None and math.isfinite(value)
                     ci = tuple(ci) if ok and ci else None
-                    values[base.model][lr].append(value)
-                    intervals[base.model][lr].append(ci)
+                    values[name_of(base)][lr].append(value)
+                    intervals[name_of(base)][lr].append(ci)
                     trial.set_user_attr(f"ci{k}", ci)
                     if last and ok:
                         study.tell(trial, value)
@@ -257,30 +262,30 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
                         trial.report(value if ok else math.nan, step=k)
                         running.append((lr, trial))
             # the whole rung has reported: now each decision sees all of it
-            alive[base.model] = []
+            alive[name_of(base)] = []
             for lr, trial in running:
                 if trial.should_prune():
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
-                    alive[base.model].append(lr)
+                    alive[name_of(base)].append(lr)
     found = {}
     for base in bases:
-        study = studies[base.model]
+        study = studies[name_of(base)]
         done = {t.params["lr"]: (t.value, t.user_attrs.get(f"ci{len(sizes) - 1}"))
                 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
         if not done:
-            raise UserError(f"--lr auto: no learning rate of the grid trained {base.model} without "
+            raise UserError(f"--lr auto: no learning rate of the grid trained {name_of(base)} without "
                             f"diverging ({', '.join(f'{v:g}' for v in grid)}); give --lr-grid "
                             f"lower values, or --lr X")
         close = close_to_best(done, study.direction == optuna.study.StudyDirection.MAXIMIZE)
         best, tied = close[0], tuple(close[1:])
         if tied:
             rates = ", ".join(f"{v:g}" for v in sorted(close))
-            echo(f"lr search: {base.model}: {rates} within noise of the best score at "
+            echo(f"lr search: {name_of(base)}: {rates} within noise of the best score at "
                  f"{sizes[-1]:g} {unit}; took the largest, {best:g}")
-        found[base.model] = SearchResult(
-            base.model, best, tuple(Trial(lr, tuple(values[base.model][lr]),
-                                          tuple(intervals[base.model][lr])) for lr in grid),
+        found[name_of(base)] = SearchResult(
+            name_of(base), best, tuple(Trial(lr, tuple(values[name_of(base)][lr]),
+                                          tuple(intervals[name_of(base)][lr])) for lr in grid),
             sizes, tied, base.seq_len, base.seq_len)
     return found
 

@@ -33,6 +33,7 @@ class TaskInfo:
     baselines: dict
     finish: Callable[[dict], dict] | None = None  # turns per-example sums into metrics
     corpus: bool = False  # the metric is scored on the whole split's outputs (chrF, BLEU)
+    trained_lengths: tuple | None = None  # (shortest, longest) trained on, when tested elsewhere
 
     @classmethod
     def of(cls, task) -> "TaskInfo":
@@ -40,7 +41,7 @@ class TaskInfo:
 
         corpus = type(task).evaluate_outputs is not Task.evaluate_outputs
         return cls(task.name, task.metric_name, task.higher_is_better, task.baselines(),
-                   task.finish, corpus)
+                   task.finish, corpus, task.trained_lengths())
 
 
 def example_scores(r: RunResult, finish, which: dict | None = None):
@@ -101,7 +102,8 @@ def summarize(results: list[RunResult], task: TaskInfo, knob: str,
         lines += _length_verdicts(L, at, runs, task, T.get(L), knob)
     return Summary(task.name, task.metric_name, task.higher_is_better, task.baselines,
                    coverage(results, seeds), rows, [x.as_dict() for x in lines], failed,
-                   equal_time_s=T, **context)
+                   equal_time_s=T, trained_lengths=list(task.trained_lengths)
+                   if task.trained_lengths else None, **context)
 
 
 def _row(model: str, L: int, rs: list[RunResult], task: TaskInfo, T: float | None) -> Row:
@@ -130,13 +132,40 @@ def _row(model: str, L: int, rs: list[RunResult], task: TaskInfo, T: float | Non
     found_spread = spread(windows)
     speed = statistics.median(windows) if windows else \
         (statistics.median(r.train_tokens_per_s for r in ok) if ok else None)
+    by_length = _by_length(done, task)
     return Row(model, L, rs[0].family or next((r.family for r in rs if r.family), ""),
                max(r.params for r in rs), rs[0].lr, rs[0].lr_tuned, len(rs), len(done), mean, ci,
                statistics.fmean(values) if values else None, at_ci, speed,
                list(found_spread) if found_spread else None,
                max(r.peak_mem_bytes for r in rs), statistics.fmean(r.train_s or 0.0 for r in rs),
                statistics.median(r.steps for r in rs),
-               ",".join(sorted({r.status for r in rs})))
+               ",".join(sorted({r.status for r in rs})), by_length)
+
+
+def _by_length(done: list[RunResult], task: TaskInfo) -> list | None:
+    """[input length, metric, low, high] at each held-out length: the mean over seeds and its
+    95 % interval (examples, and seeds with two or more), for tasks tested at other lengths."""
+    scores = [example_scores(r, task.finish) for r in done]
+    if not done or not all(scores) or any(r.example_lengths is None for r in done):
+        return None
+    lengths = np.asarray(done[0].example_lengths)
+    if any(r.example_lengths != done[0].example_lengths for r in done):
+        return None
+    out = []
+    for n in sorted(set(lengths.tolist())):
+        at = np.flatnonzero(lengths == n)
+        subsets = [_subset(s, at) for s in scores]
+        value = float(np.mean([s.metrics()[task.metric_name] for s in subsets]))
+        found = seeds_interval(subsets, task.metric_name)
+        out.append([int(n), value, *(found if found else (None, None))])
+    return out
+
+
+def _subset(scores, index: np.ndarray):
+    from seqarena.tasks.base import ExampleScores
+
+    return ExampleScores({k: v[index] for k, v in scores.totals.items()},
+                         {k: v[index] for k, v in scores.counts.items()}, scores.finish)
 
 
 def _pair(x) -> tuple[float, float] | None:

@@ -130,9 +130,40 @@ def lr_search_chart(summary: Summary, colour: Palette) -> Chart | None:
                  f"largest (short searches favour small rates).")
 
 
+def length_chart(summary: Summary, colour: Palette) -> Chart | None:
+    """Trained on short sequences, tested on long ones: the metric at each test length, one line
+    per model with its 95 % band, the training range shaded and chance drawn."""
+    rows = [r for r in summary.rows if r.by_length]
+    if not rows:
+        return None
+    fig, (ax,) = figure_grid(1, height=3.8)
+    for r in sorted(rows, key=lambda r: colour.order(r.model)):
+        n, value, low, high = zip(*r.by_length)
+        ax.plot(n, value, marker=".", color=colour(r.model), label=r.model)
+        if all(finite(x) for x in low + high):
+            ax.fill_between(n, low, high, color=colour(r.model), alpha=0.15, linewidth=0)
+    if summary.trained_lengths:
+        lo, hi = summary.trained_lengths
+        ax.axvspan(lo, hi, color="#94a3b8", alpha=0.25, label=f"trained on {lo}-{hi}")
+    chance = {k: v for k, v in summary.baselines.items() if k.startswith("chance")}
+    for k, v in chance.items():
+        ax.axhline(v, color="#64748b", linestyle=(0, (4, 3)), linewidth=1, label="chance")
+    ax.set_xlabel("test input length n")
+    ax.set_ylabel(summary.metric_name)
+    ax.set_title(f"{summary.task}: {summary.metric_name} against test length")
+    legend_below(fig, [ax])
+    return Chart(f"compare_{slug(summary.task)}_by_length", "Accuracy",
+                 f"{summary.task}: length generalisation", fig,
+                 f"{summary.metric_name} at each test length (bands: 95 % intervals, "
+                 f"{summary.coverage}); grey: the lengths trained on; dashed: chance. A line "
+                 f"that stays on top outside the grey band has learned the rule, not the "
+                 f"lengths.")
+
+
 def comparison_charts(summaries: list[Summary], colour: Palette) -> list[Chart]:
     charts = []
     for s in summaries:
-        charts += [c for c in (metric_chart(s, colour), lr_search_chart(s, colour)) if c]
+        charts += [c for c in (metric_chart(s, colour), length_chart(s, colour),
+                               lr_search_chart(s, colour)) if c]
         charts += forest_charts(s, colour)
     return charts

@@ -294,6 +294,16 @@ class Task:
         as chrF) its (outputs, references), for sacrebleu's paired test; None here."""
         return self.evaluate(model, split, batch_size), None
 
+    def example_lengths(self, split: str) -> list[int] | None:
+        """The input length of each held-out example, in the order evaluate_examples scores
+        them, for a task tested at other lengths than it trains on; None here."""
+        return None
+
+    def trained_lengths(self) -> tuple[int, int] | None:
+        """(shortest, longest) input length training draws, when example_lengths() says the
+        held-out examples lie elsewhere; None here."""
+        return None
+
     def companion_metrics(self, model: nn.Module, batch_size: int = 64) -> dict[str, float]:
         """Metrics reported beside every held-out evaluation (the demo tasks' training-set
         metrics, under train_ names); none by default."""

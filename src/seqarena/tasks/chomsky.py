@@ -186,6 +186,9 @@ class ChomskyTask(GeneratedTask):
         scores them, so per-example results can be grouped into accuracy per length."""
         return torch.cat([g.extra["length"] for g in self._groups(split)]).numpy()
 
+    def trained_lengths(self) -> tuple[int, int]:
+        return self.config.train_range
+
     def baselines(self) -> dict[str, float]:
         return {"chance_accuracy": self.chance_accuracy}
 

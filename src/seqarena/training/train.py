@@ -165,6 +165,7 @@ class Trainer:
         self.batches_drawn = 0  # position in the training stream
         self.train_s = 0.0  # seconds inside training steps (no eval, no saving)
         self.timed_tokens, self.timed_s = 0, 0.0  # for tokens/s, without each process's first step
+        self.window_tokens = 0  # tokens trained on since the last logged record
         self.wall_before = 0.0  # wall seconds of the earlier part of a resumed run
         self.best: float | None = None  # best validation metric so far
         self.bad_evals = 0  # evaluations since it last improved
@@ -339,15 +340,17 @@ class Trainer:
             self.train_s += dt
             if exit_at and self.step == exit_at[0]:
                 _test_exit(exit_at[1])
+            tokens_in_batch = batch.x.shape[0] * batch.x.shape[1] * self.world  # a task may
+            self.window_tokens += tokens_in_batch  # draw shorter sequences than seq_len
             if not first_step:  # the first step pays for allocation and kernel selection
-                self.timed_tokens += batch.x.shape[0] * cfg.seq_len * self.world
+                self.timed_tokens += tokens_in_batch
                 self.timed_s += dt
             first_step = False
             bar.update(1)
 
             record: dict[str, Any] = {}
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                tokens = (self.step - since[0]) * cfg.batch_size * cfg.seq_len * self.world
+                tokens, self.window_tokens = self.window_tokens, 0
                 record = {"step": self.step, "loss": loss_value, "lr": lr,
                           "grad_norm": grad_norm.item(),
                           "tokens_per_s": tokens / max(self.train_s - since[1], 1e-9),
@@ -431,7 +434,7 @@ class Trainer:
         scored = bool(final) and self.scores is not None
         outputs = self.outputs if final else None
         return RunResult(
-            model=cfg.model, task=cfg.task, seq_len=cfg.seq_len,
+            model=cfg.label or cfg.model, task=cfg.task, seq_len=cfg.seq_len,
             params=count_params(self.model), metric_name=task.metric_name,
             metric=final.get(f"{split}_{task.metric_name}"),
             higher_is_better=task.higher_is_better,
@@ -445,6 +448,7 @@ class Trainer:
             model_args=cfg.model_args, task_version=task.version, run_dir=str(self.run_dir),
             truncated=task.truncated(),
             history=list(self.history), examples=example_sums(self.scores) if scored else None,
+            example_lengths=lengths_of(task, split) if scored else None,
             eval_examples=list(self.eval_examples),
             outputs=outputs[0] if outputs else None, references=outputs[1] if outputs else None)
 
@@ -457,6 +461,12 @@ def example_sums(scores) -> dict[str, dict[str, list[float]]]:
     """ExampleScores as plain lists, for the results file."""
     return {"totals": {k: v.tolist() for k, v in scores.totals.items()},
             "counts": {k: v.tolist() for k, v in scores.counts.items()}}
+
+
+def lengths_of(task, split: str) -> list[int] | None:
+    """Each held-out example's input length, for tasks tested at lengths they never trained on."""
+    lengths = task.example_lengths(split)
+    return None if lengths is None else [int(n) for n in lengths]
 
 
 def window_rates(history: list[dict[str, Any]]) -> list[float]:
