@@ -10,6 +10,9 @@ from seqarena.models import rnn_seq2seq  # noqa: E402,F401
 from seqarena.models import transformer  # noqa: E402,F401
 from seqarena.models import minimal  # noqa: E402,F401
 from seqarena.models import linear_attention  # noqa: E402,F401
+from seqarena.models import mlstm  # noqa: E402,F401
+from seqarena.models import mamba2  # noqa: E402,F401
+from seqarena.models import deltanet  # noqa: E402,F401
 from seqarena.models import keras_models  # noqa: E402,F401  (keras itself loads on first build)
 
 from seqarena.models import plugins  # noqa: E402  (after the built-ins: plug-ins cannot shadow them)
