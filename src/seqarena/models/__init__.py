@@ -11,6 +11,8 @@ from seqarena.models import transformer  # noqa: E402,F401
 from seqarena.models import minimal  # noqa: E402,F401
 from seqarena.models import linear_attention  # noqa: E402,F401
 from seqarena.models import mlstm  # noqa: E402,F401
+from seqarena.models import hawk  # noqa: E402,F401
+from seqarena.models import retnet  # noqa: E402,F401
 from seqarena.models import mamba2  # noqa: E402,F401
 from seqarena.models import deltanet  # noqa: E402,F401
 from seqarena.models import keras_models  # noqa: E402,F401  (keras itself loads on first build)
