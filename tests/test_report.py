@@ -63,6 +63,13 @@ def test_only_the_model_a_verdict_named_is_highlighted_and_nothing_on_a_tie(full
     assert 'id="fig-compare_adding_lr_search"' in html and "(tuned)" in html
 
 
+def test_the_serving_map_shows_the_cheapest_model_per_request(full_report):
+    root, html, _ = full_report
+    maps = re.findall(r'<figure id="fig-(serving_map_[^"]+)">', html)
+    assert len(maps) == 1 and (root / "report_figures" / f"{maps[0]}.png").is_file()
+    assert '<section id="serving">' in html
+
+
 def test_page_loads_nothing_from_elsewhere(full_report):
     _, html, _ = full_report
     assert "<script" not in html and "<link" not in html and "@import" not in html

@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from seqarena.bench.command import serving
 from seqarena.bench.summary import crossovers
 from seqarena.experiment.summary import TaskInfo, summarize
 from seqarena.results import SCHEMA_VERSION, BenchResult, RunResult, write_results
@@ -147,7 +148,8 @@ def bench_rows() -> list[BenchResult]:
 def write_bench(d: Path) -> Path:
     write_results(d / "bench.json", "bench", bench_rows(), machine=MACHINE,
                   command=["seqarena", "bench", "--quick"], peak_flops={"cpu/float32/2t": 1e11},
-                  peak_bandwidth={"cpu/float32/2t": 2e10}, crossovers=crossovers(bench_rows()))
+                  peak_bandwidth={"cpu/float32/2t": 2e10}, crossovers=crossovers(bench_rows()),
+                  serving=serving(bench_rows(), note=print))
     return d
 
 

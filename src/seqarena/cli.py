@@ -556,6 +556,48 @@ def bench(config_file, models, seq_lens, batch_size, d_model, layers, modes, thr
         click.echo(render(run))
 
 
+# --- project --------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("bench_json", type=click.Path(dir_okay=False))
+@click.option("--device", "device_name", help="A device of the shipped table (h100, a100, l4, "
+              "...; `--device list` names them all), or give the three numbers below.")
+@click.option("--peak-flops", type=float, help="Your device's dense peak, FLOP/s.")
+@click.option("--bandwidth", type=float, help="Your device's memory bandwidth, bytes/s.")
+@click.option("--floor-s", type=float, help="Seconds one dependent step costs (kernel launch).")
+@click.option("--prompts", help="Prompt lengths P of the ledger, e.g. 256,1024,4096 (default: "
+              "every measured prefill length).")
+@click.option("--generated", help="Generated tokens G of the ledger, e.g. 64,1024.")
+@click.option("--dtype", help="Project to this dtype (float32, bfloat16, float16); default: "
+              "the bench's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the projection as JSON.")
+def project(bench_json, device_name, peak_flops, bandwidth, floor_s, prompts, generated, dtype,
+            as_json):
+    """Project a bench run to hardware you do not have: each point's time, the crossovers and
+    the serving ledger there, and the projection's own error measured on this machine."""
+    import dataclasses
+
+    from seqarena.bench.command import parse_list
+    from seqarena.bench.projection import DEVICES, device_from_args, project_bench, render_text
+    from seqarena.results import read_results
+
+    if device_name == "list":
+        for d in DEVICES.values():
+            click.echo(f"{d.name}: {d.source}")
+        return
+    doc = read_results(bench_json)
+    if doc["kind"] != "bench":
+        raise UserError(f"{bench_json}: a {doc['kind']} results file; project reads a bench.json "
+                        f"(`seqarena bench --out DIR` writes DIR/bench.json)")
+    device = device_from_args(device_name, peak_flops, bandwidth, floor_s)
+    report = project_bench(doc, device, prompts=parse_list("--prompts", prompts, int),
+                           generated=parse_list("--generated", generated, int), dtype=dtype)
+    if as_json:
+        echo_json(dataclasses.asdict(report))
+    else:
+        click.echo(render_text(report))
+
+
 # --- report ---------------------------------------------------------------------------------
 
 @cli.command()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from seqarena.bench.ledger import break_even, ledger, map_grid
 from seqarena.bench.openmp import load_average
 from seqarena.bench.summary import (baseline_lines, baseline_ratios, crossovers, device_speedup,
                                     format_results, peer_ratios, speedup_lines, thread_scaling,
@@ -109,6 +110,7 @@ def bench(config: SweepConfig, out: str | Path | None = None,
         "sweep": dataclasses.asdict(config),
         "wall_s": time.perf_counter() - started,
     }
+    summary["serving"] = serving(report.results, report.note)
     if old is not None:
         summary["baseline"] = {"path": str(baseline),
                                "points": baseline_ratios(report.results, old)}
@@ -117,6 +119,34 @@ def bench(config: SweepConfig, out: str | Path | None = None,
         "OMP_WAIT_POLICY")}
     doc, files = write_outputs(out, report.results, report.peak_flops, machine=machine, **summary)
     return BenchRun(report.results, doc, files, out)
+
+
+def serving(results: list[BenchResult], note: Callable[[str], None]) -> dict[str, list] | None:
+    """The serving ledger of a sweep that timed prefill and decode: every model's request cost
+    at each measured prompt length P and G = 1, 2, 4, ... generated tokens, and the break-even
+    G of each recurrence against attention (seqarena.bench.ledger)."""
+    modes = {r.mode for r in results if r.status == "ok"}
+    if not {"prefill", "decode"} <= modes:
+        return None
+    prompts, generated = map_grid(results)
+    try:
+        rows, breaks = ledger(results, prompts, generated), break_even(results, prompts)
+    except UserError as e:
+        note(f"no serving ledger: {e}")
+        return None
+    return {"ledger": [dataclasses.asdict(r) for r in rows],
+            "break_even": [dataclasses.asdict(b) for b in breaks]}
+
+
+def serving_lines(serving: dict | None) -> list[str]:
+    """The break-even lines that could be computed, then how many prompts lay beyond."""
+    breaks = (serving or {}).get("break_even", [])
+    said = [f"{b['text']} (vs {b['attention']})" for b in breaks if b["up_to"] is not None]
+    beyond = sorted({b["prompt"] for b in breaks if b["up_to"] is None})
+    if beyond:
+        said.append(f"P={', '.join(map(str, beyond))}: no decode position measured beyond the "
+                    f"prompt; a sweep with longer decode positions (--seq-lens) computes these")
+    return said
 
 
 def render(run: BenchRun) -> str:
@@ -142,6 +172,9 @@ def render(run: BenchRun) -> str:
                  baseline_lines(baseline["points"]) if baseline else []),
                 ("thread scaling", speedup_lines(doc["thread_scaling"], "threads")),
                 ("GPU over CPU", speedup_lines(doc["device_speedup"], "GPU/CPU")),
+                ("serving: from which G a recurrence costs no more than attention (decode "
+                 "latencies interpolated between the timed positions)",
+                 serving_lines(doc.get("serving"))),
                 ("notes", doc["notes"])]
     for title, items in sections:
         if items:

@@ -75,6 +75,7 @@ class Bench:
     crossovers: list[dict[str, Any]] = field(default_factory=list)
     peak_flops: dict[str, float] = field(default_factory=dict)  # "cpu/float32/2t" -> FLOP/s
     peak_bandwidth: dict[str, float] = field(default_factory=dict)  # the same keys -> bytes/s
+    serving: dict[str, list] = field(default_factory=dict)  # the ledger and its break-evens
 
 
 @dataclass
@@ -184,9 +185,10 @@ class _Collector:
             records = doc.get("crossovers")
             records = [r if isinstance(r, dict) else {"text": str(r)}  # files before records
                        for r in records] if isinstance(records, list) else []
+            serving = doc.get("serving") if isinstance(doc.get("serving"), dict) else {}
             self.benches[path.resolve()] = Bench(source, doc["results"], records,
                                                  _floats(doc.get("peak_flops")),
-                                                 _floats(doc.get("peak_bandwidth")))
+                                                 _floats(doc.get("peak_bandwidth")), serving)
         elif doc["kind"] in ANALYSIS_KINDS:
             rest = {k: v for k, v in doc.items() if k != "results"}
             self.analyses[path.resolve()] = Analysis(source, doc["results"], rest)

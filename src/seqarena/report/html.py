@@ -25,13 +25,15 @@ from seqarena import __version__
 from seqarena.errors import UserError
 from seqarena.fileio import atomic_write, atomic_write_text
 from seqarena.report.collect import Inputs, Run, Source, collect
+from seqarena.bench.ledger import BreakEven, LedgerRow
 from seqarena.report.comparison import comparison_charts
+from seqarena.report.serving import ledger_map
 from seqarena.report.plots import analysis_charts, metric_vs_length, training_curves
 from seqarena.report.speed import bench_charts, decode_position
 from seqarena.report.style import STYLE, Chart, Palette, slug
 from seqarena.results import BenchResult, machine_label
 
-SECTIONS = ["Training", "Accuracy", "Speed", "Memory", "Inference", "Gradient flow",
+SECTIONS = ["Training", "Accuracy", "Speed", "Memory", "Inference", "Serving", "Gradient flow",
             "Inside the models"]
 
 
@@ -77,6 +79,11 @@ def _charts(inputs: Inputs, colour: Palette) -> tuple[list[Chart], list[dict]]:
     charts += metric_vs_length([r for r in inputs.runs if r.task not in summarised], colour)
     bench, found = bench_charts(inputs.benches, colour)
     charts += bench
+    for b in inputs.benches:
+        if b.serving.get("ledger"):
+            charts += ledger_map([LedgerRow(**r) for r in b.serving["ledger"]], colour,
+                                 [BreakEven(**x) for x in b.serving.get("break_even", [])],
+                                 [b.source])
     for analysis in inputs.analyses:
         charts += analysis_charts(analysis, colour)
     charts.sort(key=lambda c: SECTIONS.index(c.section) if c.section in SECTIONS else -1)
