@@ -259,7 +259,8 @@ def test_benches_with_flops_counted_and_decode_points(capsys, tmp_path, spec):
     assert status == 0, err
     results = json.loads(out)["results"]
     assert {r["mode"] for r in results} == {"train", "decode"}
-    model = build_model("linear-attention", d_model=16, layers=1)
+    impl = spec.partition(":")[2] or "chunked"
+    model = build_model("linear-attention", d_model=16, layers=1, impl=impl)
     with FlopCounterMode(display=False) as counter:
         model(torch.randn(2, 16, 16))
     for r in results:
