@@ -77,6 +77,7 @@ def main() -> None:
                                         "solved": solved, "named_best": row.model == winner,
                                         "by_length": row.by_length}
         print(f"{task}: {time.perf_counter() - started:.0f} s so far", flush=True)
+        write(Path(args.out) / "length_generalisation.json", steps, seeds, args.lr, found)
     for model in models:
         cells = {"model": model}
         for task in tasks:
@@ -92,13 +93,16 @@ def main() -> None:
           f"seeds {', '.join(map(str, seeds))}; trained on lengths 1-40, tested on 41-500 "
           f"(every 50th length and 500, 8 examples each); {time.perf_counter() - started:.0f} s")
     print(format_table(table, ["model", *tasks]))
-    out = Path(args.out) / "length_generalisation.json"
+    print(f"wrote {Path(args.out) / 'length_generalisation.json'}")
+
+
+def write(out: Path, steps: int, seeds: tuple, lr: float, found: dict) -> None:
+    """Everything measured so far (after each task, so a stopped run keeps its finished tasks)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"steps": steps, "seeds": list(seeds), "lr": args.lr,
+    out.write_text(json.dumps({"steps": steps, "seeds": list(seeds), "lr": lr,
                                "machine": machine_info(),
                                "results": [{"model": m, "task": t, **v}
                                            for (m, t), v in found.items()]}, indent=1))
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

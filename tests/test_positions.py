@@ -152,3 +152,19 @@ def test_learned_positions_refuse_a_longer_sequence_in_one_line_naming_the_fix()
 def test_rope_needs_an_even_head_width():
     with pytest.raises(ConfigError, match="positions='rope'"):
         TransformerConfig(d_model=12, heads=4, positions="rope")  # head width 3
+
+
+def test_learned_positions_shorter_than_the_task_are_refused_before_training(tmp_path, capsys):
+    """Through `seqarena train`: trained on lengths 1-40 but tested up to 500, a 64-row table
+    could only fail at the first evaluation; it is refused up front, one line, exit 2, and
+    nothing is written."""
+    from seqarena.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model", "transformer", "--model-arg", "positions=learned",
+              "--model-arg", "max_len=64", "--task", "parity", "--seq-len", "501", "--steps", "2",
+              "--d-model", "8", "--out", str(tmp_path), "--name", "r"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert "up to 501 tokens" in err and "set max_len >= 501" in err
+    assert not (tmp_path / "r").exists()

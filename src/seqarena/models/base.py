@@ -17,6 +17,7 @@ class is the whole seam: code outside `models/` reads only the names declared he
     uncounted_flops forward FLOPs that torch's FlopCounterMode cannot see (fused kernels, scans)
     state_size      floats step() carries per layer and sequence after n tokens (Zoology's axis:
                     a recurrence's is flat in n, a KV cache's grows with it)
+    longest_input   the longest sequence the model accepts (a learned position table), or None
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class Backbone(nn.Module):
         """Forward FLOPs FlopCounterMode misses for this input size; None: it sees them all.
 
         Call it outside any FlopCounterMode of your own: a model may probe the counter."""
+        return None
+
+    def longest_input(self) -> int | None:
+        """The most tokens one sequence may hold (a learned position table's rows); None: any."""
         return None
 
     def state_size(self, n_tokens: int) -> int | None:

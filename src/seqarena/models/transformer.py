@@ -237,6 +237,9 @@ class Transformer(Backbone):
             x = block(x, mask)
         return self.norm(x)
 
+    def longest_input(self) -> int | None:
+        return self.config.max_len if self.config.positions == "learned" else None
+
     def state_size(self, n_tokens: int) -> int:
         """The KV cache: a key and a value of D floats for each token read, 2 n D."""
         return 2 * n_tokens * self.d_model

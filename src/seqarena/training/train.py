@@ -73,6 +73,12 @@ def build(cfg: TrainConfig, run_dir: str | Path | None = None):
         task.restore(Path(run_dir))
     backbone = build_model(cfg.model, d_model=cfg.d_model, layers=cfg.layers, dropout=cfg.dropout,
                            **cfg.model_args)
+    longest = backbone.longest_input()
+    if longest is not None and task.config.seq_len > longest:  # fail before training, not after
+        raise UserError(f"task {cfg.task!r} holds sequences of up to {task.config.seq_len} "
+                        f"tokens, longer than model {cfg.model!r} accepts ({longest}, its "
+                        f"learned positions); set max_len >= {task.config.seq_len}, or positions "
+                        f"that need no table ('sinusoidal', 'rope', 'alibi')")
     return task, task.wrap(backbone)
 
 
