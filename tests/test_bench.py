@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from seqarena.bench.peers import PEERS, Peer, Shape, TorchGRU, TorchLSTM
-from seqarena.bench.points import (Workload, check_paths, measure_decode, measure_throughput,
-                                   prepare_throughput, tensor_bytes)
+from seqarena.bench.points import (Workload, check_paths, make_input, measure_decode,
+                                   measure_throughput, prepare_throughput, tensor_bytes,
+                                   train_step)
 from seqarena.bench.summary import (baseline_ratios, crossovers, csv_text, median_interval,
                                     peer_ratios, speed_ratio, thread_scaling)
 from seqarena.bench import sweep
@@ -499,3 +500,10 @@ def test_a_wait_policy_the_user_set_is_kept(fresh_process):
     monkeypatch.setattr(openmp, "load_average", lambda: 9.0)
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert openmp.choose_wait_policy() == "ACTIVE"
+
+
+def test_the_reference_check_ignores_gradients_left_by_an_earlier_step():
+    model = build_model("gru", d_model=8, layers=1)
+    workload = Workload(model)
+    train_step(workload, make_input(2, 8, 8, CPU, torch.float32, seed=0))()  # leaves .grad set
+    assert check_paths(workload, CPU, torch.float32) is None

@@ -334,6 +334,7 @@ def _against_reference(fast: Workload, reference: Workload, x: torch.Tensor, bac
     gradients of a mean-square loss with respect to the input and every parameter."""
     results = []
     for workload, inputs in ((fast, x), (reference, x.float())):
+        workload.module.zero_grad(set_to_none=True)  # a step taken before must not add to these
         inputs = inputs.detach().requires_grad_(backward)
         with torch.set_grad_enabled(backward):
             y = workload.forward(inputs)
