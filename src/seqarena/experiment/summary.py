@@ -67,9 +67,13 @@ def at_time(r: RunResult, metric: str, T: float):
 
 
 def coverage(results: Sequence[RunResult], seeds: Sequence[int]) -> str:
+    """What the intervals and tests cover: the test sample, and the seeds when there are two."""
     done = [r for r in results if r.metric is not None]
-    n = len(next(iter(done[0].examples["counts"].values()))) if done and done[0].examples \
-        else None
+    n = None
+    if done and done[0].examples:
+        n = len(next(iter(done[0].examples["counts"].values())))
+    elif done and done[0].outputs is not None:
+        n = len(done[0].outputs)
     sample = f"the test sample ({n:,} examples)" if n else "the test sample"
     if len(seeds) == 1:
         return (f"intervals and paired tests cover {sample} for one trained model per row "
@@ -223,8 +227,10 @@ def _length_verdicts(L: int, at: list[Row], runs: dict[str, list[RunResult]], ta
 
             tests = [] if task.corpus else _tests(order, runs, task, at_T)
             winner, tied = v.decide(order, tests)
-            out.append(v.line(L, "time", title, order, winner, tied, f"val {metric}", tests,
-                              " (paired bootstrap on the validation examples, Holm-corrected)"))
+            how = " (a corpus metric: evaluations during training keep no outputs to test, so " \
+                "no winner is named)" if task.corpus else \
+                " (paired bootstrap on the validation examples, Holm-corrected)"
+            out.append(v.line(L, "time", title, order, winner, tied, f"val {metric}", tests, how))
     speed = [v.Entry(r.model, r.train_tokens_per_s, _pair(r.train_tokens_per_s_spread))
              for r in at]
     order = v.ordered(speed, True)
