@@ -150,8 +150,11 @@ def legend_below(fig: Figure, axes) -> None:
             if not label.startswith("_"):
                 seen.setdefault(label, handle)
     if seen:
+        # as many columns as the figure's width holds at the longest label (about 7 pt a letter)
+        width_pt = fig.get_figwidth() * 72
+        fits = max(1, int(width_pt // (7 * max(map(len, seen)) + 40)))
         fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
-                   ncols=min(len(seen), 6), handlelength=2.4)
+                   ncols=min(len(seen), 6, fits), handlelength=2.4)
 
 
 def log2_x(ax) -> None:
