@@ -107,7 +107,8 @@ class CompareConfig:
 
 
 _OWN = {f.name for f in dataclasses.fields(CompareConfig)} - {"train"}
-_PER_RUN = {"model": "models", "seq_len": "seq_lens", "seed": "seeds", "name": "out"}
+_PER_RUN = {"model": "models", "seq_len": "seq_lens", "seed": "seeds", "name": "out",
+            "label": "models"}
 
 
 def compare_config_from(*layers: dict[str, Any], where: str = "config") -> CompareConfig:
