@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config field that cannot work."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line, for a one-line report of a failure."""
+    return (str(error).splitlines() or [""])[0]

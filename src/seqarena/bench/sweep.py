@@ -24,7 +24,7 @@ from seqarena.bench.peers import PEERS, Shape
 from seqarena.bench.points import (MODES, THROUGHPUT_MODES, NoStep, Workload, check_paths,
                                    make_input, measure_decode, prepare_throughput)
 from seqarena.bench.timer import PointTimeout, Timing, deadline
-from seqarena.errors import ConfigError, UserError
+from seqarena.errors import ConfigError, UserError, first_line
 from seqarena.models import MODELS, build_model, config_fields, make_config
 from seqarena.results import BenchResult
 
@@ -261,7 +261,7 @@ class Sweep:
         try:
             refusal = check_paths(workload, device, dtype, backward="train" in self.config.modes)
         except Exception as e:  # noqa: BLE001  a backbone that cannot run here is recorded
-            refusal = f"its check failed to run: {type(e).__name__}: {_first_line(e)}"
+            refusal = f"its check failed to run: {type(e).__name__}: {first_line(e)}"
         if refusal:
             self.report.note(f"{entry.model} ({entry.impl}) on {device_name} {dtype_name} not "
                              f"timed: {refusal}")
@@ -353,7 +353,7 @@ class Sweep:
             result.status, result.error = "unsupported", str(e)
         except Exception as e:  # noqa: BLE001  a sweep records a failing point and goes on
             result.status = "oom" if is_oom(e) else "error"
-            result.error = f"{type(e).__name__}: {_first_line(e)}"
+            result.error = f"{type(e).__name__}: {first_line(e)}"
             if result.status == "error":
                 self.report.note(f"{result.model} ({result.impl}) {result.mode} at L="
                                  f"{result.seq_len} failed: {result.error}")
@@ -408,10 +408,6 @@ class DecodePoint:
             timing, self.pending = self.pending, None
             return timing
         return measure_decode(*self.args, window=self.window).timing
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [""])[0]
 
 
 def run_sweep(config: SweepConfig,

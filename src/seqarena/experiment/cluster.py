@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from seqarena.config import TrainConfig
-from seqarena.errors import UserError
+from seqarena.errors import UserError, first_line
 from seqarena.experiment.executor import Done, RunSpec, execute, failed_result
 from seqarena.results import RunResult
 
@@ -54,7 +54,7 @@ def run_task(spec: RunSpec) -> RunResult:
         return execute(dataclasses.replace(spec, resume=True))
     except Exception as e:  # the run's own failure is its result, not the comparison's end
         cfg = TrainConfig(**spec.config)
-        return failed_result(cfg, "error", f"{type(e).__name__}: {e}".splitlines()[0])
+        return failed_result(cfg, "error", f"{type(e).__name__}: {first_line(e)}")
 
 
 def probe(out: str, name: str) -> str:
@@ -112,7 +112,7 @@ class RayExecutor:
                 else:
                     ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False)
             except ConnectionError as e:
-                raise UserError(f"--address {self.address}: {str(e).splitlines()[0]}") from None
+                raise UserError(f"--address {self.address}: {first_line(e)}") from None
             self._owned = True
         self.jobs = int(ray.cluster_resources().get("CPU", self.jobs))
         self._task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_task)
@@ -187,7 +187,7 @@ class RayExecutor:
                     except ray.exceptions.RayError as e:  # its worker died on every attempt
                         cfg = TrainConfig(**specs[i].config)
                         results[i] = failed_result(cfg, "error", f"{MAX_RETRIES + 1} attempts: "
-                                                   f"{str(e).splitlines()[0]}")
+                                                   f"{first_line(e)}")
                     done(i, results[i])
         except BaseException:
             for ref in pending:  # Ctrl-C: their checkpoints stay for --resume

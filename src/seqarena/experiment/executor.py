@@ -124,7 +124,7 @@ def _train(cfg, resume: bool) -> RunResult:
     status, not the end of the comparison. Bad input (UserError) still stops everything."""
     import torch
 
-    from seqarena.errors import UserError
+    from seqarena.errors import UserError, first_line
     from seqarena.training.train import train
 
     try:
@@ -132,14 +132,10 @@ def _train(cfg, resume: bool) -> RunResult:
     except UserError:
         raise
     except torch.OutOfMemoryError as e:
-        return failed_result(cfg, "oom", _first_line(e))
+        return failed_result(cfg, "oom", first_line(e))
     except Exception as e:  # noqa: BLE001  recorded in the result, as the Ray executor does
         oom = "out of memory" in str(e) or "can't allocate memory" in str(e)
-        return failed_result(cfg, "oom" if oom else "error", f"{type(e).__name__}: {_first_line(e)}")
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [""])[0]
+        return failed_result(cfg, "oom" if oom else "error", f"{type(e).__name__}: {first_line(e)}")
 
 
 def failed_result(cfg, status: str, stopped: str = "") -> RunResult:
