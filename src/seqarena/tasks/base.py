@@ -286,7 +286,8 @@ class Task:
         """{metric_name: value, ...} of a composed model (see SequenceModel) on a held-out split."""
         if split == "train":
             raise ValueError("evaluate() scores a held-out split; training data is endless")
-        return self.evaluate_batches(model, self.batches(split, batch_size))
+        return {**self.companion_metrics(model, batch_size),
+                **self.evaluate_batches(model, self.batches(split, batch_size))}
 
     def evaluate_outputs(self, model: nn.Module, split: str = "val", batch_size: int = 64
                          ) -> tuple[dict[str, float], tuple[list, list] | None]:

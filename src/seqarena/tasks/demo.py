@@ -38,12 +38,6 @@ class SeedDemo(DatasetTask):
     def sample(self, n: int, rng: np.random.Generator) -> Batch:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, split: str = "val",
-                 batch_size: int = 64) -> dict[str, float]:
-        """Held-out metrics and, under `train_` names, the same metrics on the training set."""
-        return {**self.companion_metrics(model, batch_size),
-                **super().evaluate(model, split, batch_size)}
-
     def companion_metrics(self, model: nn.Module, batch_size: int = 64) -> dict[str, float]:
         """The fixed training set's metrics, under train_ names: what memorising looks like."""
         train = self.evaluate_batches(model, chunks(self.split_data("train"), batch_size))
