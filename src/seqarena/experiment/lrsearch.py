@@ -217,6 +217,7 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
     sizes = rungs(len(grid), bases[0], budget, time_budget)
     studies, trials, values, intervals = {}, {}, {}, {}
     for base in bases:
+        m = name_of(base)
         maximize = _higher_is_better(base)
         study = optuna.create_study(
             direction="maximize" if maximize else "minimize",
@@ -226,10 +227,10 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
             study.enqueue_trial({"lr": lr})
         asked = [study.ask() for _ in grid]
         by_lr = {t.suggest_float("lr", grid[0], grid[-1], log=True): t for t in asked}
-        studies[name_of(base)] = study
-        trials[name_of(base)] = [by_lr[lr] for lr in grid]  # grid order: the order reports are told
-        values[name_of(base)] = {lr: [] for lr in grid}
-        intervals[name_of(base)] = {lr: [] for lr in grid}
+        studies[m] = study
+        trials[m] = [by_lr[lr] for lr in grid]  # grid order: the order reports are told
+        values[m] = {lr: [] for lr in grid}
+        intervals[m] = {lr: [] for lr in grid}
     alive = {name_of(base): list(grid) for base in bases}
     unit = "s" if time_budget else "steps"
     for k, size in enumerate(sizes):
@@ -244,15 +245,15 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
         scored = {owner: (r.metric, r.metric_ci) if r.status == "ok" else (None, None)
                   for owner, r in zip(owners, results)}
         last = k == len(sizes) - 1
-        for base in bases:
-            study, running = studies[name_of(base)], []
-            for lr, trial in zip(grid, trials[name_of(base)]):
-                if lr in alive[name_of(base)]:
-                    value, ci = scored[(name_of(base), lr)]
+        for m in map(name_of, bases):
+            study, running = studies[m], []
+            for lr, trial in zip(grid, trials[m]):
+                if lr in alive[m]:
+                    value, ci = scored[(m, lr)]
                     ok = value is not None and math.isfinite(value)
                     ci = tuple(ci) if ok and ci else None
-                    values[name_of(base)][lr].append(value)
-                    intervals[name_of(base)][lr].append(ci)
+                    values[m][lr].append(value)
+                    intervals[m][lr].append(ci)
                     trial.set_user_attr(f"ci{k}", ci)
                     if last and ok:
                         study.tell(trial, value)
@@ -262,30 +263,31 @@ def search(bases: list[TrainConfig], grid: tuple[float, ...], budget: float, exe
                         trial.report(value if ok else math.nan, step=k)
                         running.append((lr, trial))
             # the whole rung has reported: now each decision sees all of it
-            alive[name_of(base)] = []
+            alive[m] = []
             for lr, trial in running:
                 if trial.should_prune():
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
-                    alive[name_of(base)].append(lr)
+                    alive[m].append(lr)
     found = {}
     for base in bases:
-        study = studies[name_of(base)]
+        m = name_of(base)
+        study = studies[m]
         done = {t.params["lr"]: (t.value, t.user_attrs.get(f"ci{len(sizes) - 1}"))
                 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
         if not done:
-            raise UserError(f"--lr auto: no learning rate of the grid trained {name_of(base)} without "
+            raise UserError(f"--lr auto: no learning rate of the grid trained {m} without "
                             f"diverging ({', '.join(f'{v:g}' for v in grid)}); give --lr-grid "
                             f"lower values, or --lr X")
         close = close_to_best(done, study.direction == optuna.study.StudyDirection.MAXIMIZE)
         best, tied = close[0], tuple(close[1:])
         if tied:
             rates = ", ".join(f"{v:g}" for v in sorted(close))
-            echo(f"lr search: {name_of(base)}: {rates} within noise of the best score at "
+            echo(f"lr search: {m}: {rates} within noise of the best score at "
                  f"{sizes[-1]:g} {unit}; took the largest, {best:g}")
-        found[name_of(base)] = SearchResult(
-            name_of(base), best, tuple(Trial(lr, tuple(values[name_of(base)][lr]),
-                                          tuple(intervals[name_of(base)][lr])) for lr in grid),
+        found[m] = SearchResult(
+            m, best, tuple(Trial(lr, tuple(values[m][lr]), tuple(intervals[m][lr]))
+                           for lr in grid),
             sizes, tied, base.seq_len, base.seq_len)
     return found
 
