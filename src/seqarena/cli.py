@@ -577,18 +577,14 @@ def project(bench_json, device_name, peak_flops, bandwidth, floor_s, prompts, ge
     the serving ledger there, and the projection's own error measured on this machine."""
     import dataclasses
 
-    from seqarena.bench.command import parse_list
+    from seqarena.bench.command import parse_list, read_bench
     from seqarena.bench.projection import DEVICES, device_from_args, project_bench, render_text
-    from seqarena.results import read_results
 
     if device_name == "list":
         for d in DEVICES.values():
             click.echo(f"{d.name}: {d.source}")
         return
-    doc = read_results(bench_json)
-    if doc["kind"] != "bench":
-        raise UserError(f"{bench_json}: a {doc['kind']} results file; project reads a bench.json "
-                        f"(`seqarena bench --out DIR` writes DIR/bench.json)")
+    doc = read_bench(bench_json, "the run to project")
     device = device_from_args(device_name, peak_flops, bandwidth, floor_s)
     report = project_bench(doc, device, prompts=parse_list("--prompts", prompts, int),
                            generated=parse_list("--generated", generated, int), dtype=dtype)

@@ -79,13 +79,18 @@ class BenchRun:
     out: Path  # the directory they were written into
 
 
-def read_baseline(path: str | Path) -> list[BenchResult]:
-    """The results of an earlier bench.json, to compare against (one line if it is not one)."""
+def read_bench(path: str | Path, use: str) -> dict[str, Any]:
+    """A bench.json read back, one line if it is another results file; `use` names its role."""
     doc = read_results(path)
     if doc.get("kind") != "bench":
-        raise UserError(f"{path}: a baseline must be a bench.json, this is a {doc.get('kind')} "
+        raise UserError(f"{path}: {use} must be a bench.json, this is a {doc.get('kind')} "
                         f"results file")
-    return doc["results"]
+    return doc
+
+
+def read_baseline(path: str | Path) -> list[BenchResult]:
+    """The results of an earlier bench.json, to compare against (one line if it is not one)."""
+    return read_bench(path, "a baseline")["results"]
 
 
 def bench(config: SweepConfig, out: str | Path | None = None,
