@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 from test_minimal import errors, outputs_and_grads, stepwise
+from test_train_cli import cli
 from torch.utils.flop_counter import FlopCounterMode
 
-from seqarena.cli import main
 from seqarena.errors import ConfigError
 from seqarena.models import MODELS, build_model
 from seqarena.models.linear_attention import LinearAttention, attend_chunked, attend_parallel, phi
@@ -220,13 +220,6 @@ def test_bad_config_is_a_config_error_naming_the_field(fields, field):
 
 
 # --- through the command line: trains, compares, benches, with nothing outside models/ changed --
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
 
 TINY = ["--d-model", "8", "--batch-size", "4", "--threads", "1", "--device", "cpu"]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from test_minimal import errors, outputs_and_grads, stepwise
+from test_train_cli import cli
 
-from seqarena.cli import main
 from seqarena.errors import ConfigError
 from seqarena.flops import count_flops
 from seqarena.models import MODELS, build_model
@@ -242,13 +242,6 @@ def test_bad_config_is_a_config_error_naming_the_field(fields, field):
 
 
 # --- through the command line: trains and benches, with nothing outside models/ changed --------
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
 
 def test_trains_on_copy_from_the_command_line_and_writes_a_run(capsys, tmp_path):
     status, out, err = cli(capsys, "train", "--model", "retnet", "--task", "copy", "--steps",
