@@ -17,7 +17,7 @@ from seqarena.bench import sweep
 from seqarena.bench.sweep import Entry, Sweep, SweepConfig
 from seqarena.bench.timer import Timing
 from seqarena.errors import UserError
-from seqarena.flops import count_bytes
+from seqarena.flops import count_bytes, count_flops
 from seqarena.models import Backbone, StepNotSupported, build_model
 from seqarena.results import BenchResult
 
@@ -103,6 +103,46 @@ def test_every_rnn_trains_at_three_times_its_forward_whatever_the_counter_sees(p
         forward = workload_flops(module, "forward", B, L, D)
         assert forward == 2 * (2 * (3 if ours == "gru" else 4) * D * (D + D) * B * L)
         assert workload_flops(module, "train", B, L, D) == 3 * forward
+
+
+def substitute(a, b, upper, unit):
+    """Solve a x = b by substitution in plain Python; returns x and the multiply-adds it did."""
+    n, k = len(b), len(b[0])
+    x, madds = [[0.0] * k for _ in range(n)], 0
+    for i in (range(n - 1, -1, -1) if upper else range(n)):
+        others = range(i + 1, n) if upper else range(i)
+        for c in range(k):
+            acc = b[i][c]
+            for j in others:
+                acc -= a[i][j] * x[j][c]
+                madds += 1
+            x[i][c] = acc if unit else acc / a[i][i]
+    return x, madds
+
+
+@pytest.mark.parametrize("upper, unit, left", [(False, True, True), (True, False, True),
+                                               (False, False, False)])
+def test_a_triangular_solve_counts_two_flops_per_multiply_add_of_its_substitution(upper, unit,
+                                                                                   left):
+    # a batch of 3 triangles of 6 x 6 against 4 right-hand sides each, as a loop would do them
+    torch.manual_seed(0)
+    a = torch.randn(3, 6, 6, dtype=torch.float64) + 6 * torch.eye(6, dtype=torch.float64)
+    a = a.triu() if upper else a.tril()
+    # A X = B with B (6, 4), or X A = B with B (4, 6), which is A^T X^T = B^T
+    rhs = torch.randn(3, 6, 4, dtype=torch.float64)
+    rhs = rhs if left else rhs.mT
+    madds, solved = 0, []
+    for ai, bi in zip(a, rhs):
+        x, m = substitute((ai if left else ai.T).tolist(), (bi if left else bi.T).tolist(),
+                          upper == left, unit)
+        madds += m
+        x = torch.tensor(x, dtype=torch.float64)
+        solved.append(x if left else x.T)
+    flops = count_flops(lambda: torch.linalg.solve_triangular(a, rhs, upper=upper, left=left,
+                                                              unitriangular=unit))
+    assert flops == 2 * madds  # 3 triangles x 4 right-hand sides x 6 * 5 / 2 multiply-adds
+    out = torch.linalg.solve_triangular(a, rhs, upper=upper, left=left, unitriangular=unit)
+    torch.testing.assert_close(out, torch.stack(solved))
 
 
 def test_work_nobody_counts_is_reported_as_not_counted_rather_than_zero():

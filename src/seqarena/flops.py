@@ -14,6 +14,8 @@ The convention, for every model and every path:
 - Causal attention through a kernel told `is_causal` counts half the L x L square, as
   FlashAttention's benchmarks count it: the kernel skips the key blocks above the diagonal. The
   textbook path computes the whole square and is counted as it runs.
+- A triangular solve (the delta rule's chunks) counts its substitution's multiply-adds, n (n - 1)
+  FLOPs per right-hand side of an n x n triangle, like the matmul it replaces.
 
 Bytes moved are counted like FLOPs, by a dispatch mode that sees every aten op: each op reads its
 tensor inputs and writes its outputs once (views move nothing). A fused kernel is one op, so its
@@ -22,6 +24,7 @@ internal traffic is not seen; its inputs and outputs are, which is the least it 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -46,19 +49,28 @@ def _sdpa(is_causal_at: int) -> Callable[..., int]:
     return formula
 
 
+def _triangular_solve(a, b, *args, out_shape=None, **kwargs) -> int:
+    """Substitution through an n x n triangle: n (n - 1) / 2 multiply-adds per right-hand
+    side, n (n - 1) FLOPs; the n divisions (none when unitriangular) are elementwise and count
+    zero. Every one of the output's numel / n right-hand sides (rows or columns) pays it."""
+    n = a[-1]
+    return math.prod(out_shape) * (n - 1)
+
+
 # torch 2.13 has formulas for the CUDA kernels, counted in full even when causal, and none for
-# the CPU flash kernel, where attention would count zero
-SDPA_FORMULAS = {
+# the CPU flash kernel, where attention would count zero; none for the triangular solve either
+FORMULAS = {
     aten._scaled_dot_product_flash_attention: _sdpa(4),
     aten._scaled_dot_product_flash_attention_for_cpu: _sdpa(4),
     aten._scaled_dot_product_efficient_attention: _sdpa(6),
     aten._scaled_dot_product_cudnn_attention: _sdpa(6),
+    aten.linalg_solve_triangular: _triangular_solve,
 }
 
 
 def flop_counter() -> FlopCounterMode:
-    """torch's counter with seqarena's attention formulas (see the module docstring)."""
-    return FlopCounterMode(display=False, custom_mapping=SDPA_FORMULAS)
+    """torch's counter with seqarena's formulas (see the module docstring)."""
+    return FlopCounterMode(display=False, custom_mapping=FORMULAS)
 
 
 def count_flops(fn: Callable[[], object]) -> float:

@@ -317,17 +317,6 @@ class DeltaNet(Backbone):
             windows.append(window)
         return self.norm(x)[:, 0], State(S, windows)
 
-    def uncounted_flops(self, batch: int, seq_len: int) -> float | None:
-        """The chunked path's triangular solves, which FlopCounterMode does not see: per head
-        and chunk, forward substitution on Dk + Dv columns of C rows, C (C - 1) FLOPs each."""
-        if self.config.impl != "chunked" or seq_len == 0:
-            return None
-        mix = self.blocks[0].mix
-        C = min(self.config.chunk, seq_len)
-        chunks = -(-seq_len // C)
-        return float(self.config.layers * batch * mix.heads * chunks * C * (C - 1)
-                     * (mix.Dk + mix.Dv))
-
     def state_size(self, n_tokens: int) -> int:
         """H Dk Dv for S plus (K - 1)(2 H Dk + H Dv) buffered convolution inputs, whatever n."""
         mix = self.blocks[0].mix
