@@ -8,7 +8,9 @@ for a fixed number of steps with the same optimizer settings (those of `seqarena
 (--lr auto; `--lr 3e-3 --seeds 0` gives the old single-seed, shared-rate table). Every run is kept
 (one run directory each) and recorded in accuracy.json (seqarena.results, kind "compare"); the
 table gives each model's test metric per task with its 95 % interval (over seeds and test
-examples), the chosen rate, and whether it counts as solved (the mean clears the bar).
+examples), the chosen rate, and whether it counts as solved (the mean clears the bar). The MQAR
+cell is also drawn as Zoology's picture, accuracy against the state each model decodes with
+(mqar_state.png; benchmarks/state_size.py sweeps the width instead).
 
     python benchmarks/accuracy.py                      # the default suite: long (hours on 2 cores)
     python benchmarks/accuracy.py --quick              # a smoke run of the same code, ~2 min
@@ -26,6 +28,11 @@ from pathlib import Path
 from seqarena.experiment.compare import DEFAULT_MODELS, DEFAULT_TRAIN, CompareConfig, compare
 from seqarena.results import write_results
 from seqarena.table import format_table
+from state_size import chart, interval_text, state_floats  # benchmarks/, beside this script
+
+
+# compare's five beside the recurrences with a matrix or gated diagonal state.
+MODELS = DEFAULT_MODELS + ("mamba2", "gated-deltanet", "deltanet", "mlstm", "hawk", "retnet")
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,9 @@ def is_solved(entry: Entry, metric: float | None, higher_is_better: bool) -> boo
 
 
 def run(suite, models, seeds, out: Path, threads: int, lr: str = "auto", jobs: int = 1,
-        lr_budget: float = 0.25) -> None:
+        lr_budget: float = 0.25, resume: bool = False) -> None:
     t0 = time.perf_counter()
-    results, cells = [], {}
+    results, cells, recall = [], {}, []
     for entry in suite:
         train = dataclasses.replace(DEFAULT_TRAIN, task=entry.task, steps=entry.steps,
                                     budget_seconds=0.0, layers=entry.layers,
@@ -78,16 +85,23 @@ def run(suite, models, seeds, out: Path, threads: int, lr: str = "auto", jobs: i
                             out=str(out / f"{entry.task}-L{entry.seq_len}"), train=train,
                             lr_auto=lr == "auto", lr_budget=lr_budget, jobs=jobs)
         print(f"== {entry.label}, {entry.layers} layer(s), {entry.steps} steps", flush=True)
-        outcome = compare(cfg, echo=lambda line: print(line, flush=True))
+        outcome = compare(cfg, echo=lambda line: print(line, flush=True),
+                          resume=resume and (out / f"{entry.task}-L{entry.seq_len}").exists())
         results += outcome.results
-        for row in outcome.rows:
-            solved = is_solved(entry, row["metric"], row["higher_is_better"])
-            value = "-" if row["metric"] is None else f"{row['metric']:.3g}"
-            if row["metric_ci"]:
-                value += f" [{row['metric_ci'][0]:.3g}, {row['metric_ci'][1]:.3g}]"
-            cells.setdefault(row["model"], {"model": row["model"]})
-            cells[row["model"]][entry.label] = f"{value} {'solved' if solved else 'no'} " \
-                                               f"(lr {row['lr']:g})"
+        summary = outcome.summary
+        for line in outcome.verdicts:
+            print(line, flush=True)
+        for row in summary.rows:
+            solved = is_solved(entry, row.metric, summary.higher_is_better)
+            value = "-" if row.metric is None else f"{row.metric:.3g}"
+            if row.metric_ci:
+                value += f" [{row.metric_ci[0]:.3g}, {row.metric_ci[1]:.3g}]"
+            lr_text = "-" if row.lr is None else f"{row.lr:g}"
+            cells.setdefault(row.model, {"model": row.model})
+            cells[row.model][entry.label] = f"{value} {'solved' if solved else 'no'} " \
+                                            f"(lr {lr_text})"
+        if entry.task == "mqar":
+            recall += recall_rows(entry, summary, outcome.results)
     wall = time.perf_counter() - t0
     columns = ["model"] + [e.label for e in suite]
     print()
@@ -96,14 +110,39 @@ def run(suite, models, seeds, out: Path, threads: int, lr: str = "auto", jobs: i
           "mqar and selective-copy test accuracy (solved at 0.9 or more); mean over "
           f"{len(seeds)} seed(s) [95 % interval]; lr: "
           + ("each model's, from the validation search" if lr == "auto" else "shared"))
+    if recall:
+        print()
+        print(format_table([{**r, "accuracy": interval_text(r["accuracy"], r["ci"])}
+                            for r in recall],
+                           ["model", "d_model", "params", "state", "accuracy"],
+                           ["model", "D", "params", "state (floats)", "MQAR accuracy [95 %]"]))
+        seed_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        chart(recall, out / "mqar_state.png", f"{seed_text}, each model's own rate"
+              if lr == "auto" else f"{seed_text}, lr {lr}",
+              seq_len=next(e.seq_len for e in suite if e.task == "mqar"))
     write_results(out / "accuracy.json", "compare", results, wall_s=wall,
-                  suite=[dataclasses.asdict(e) for e in suite], table=list(cells.values()))
-    print(f"wrote {out / 'accuracy.json'} ({wall / 60:.1f} min)")
+                  suite=[dataclasses.asdict(e) for e in suite], table=list(cells.values()),
+                  recall=recall)
+    print(f"wrote {out / 'accuracy.json'}{' and mqar_state.png' if recall else ''} "
+          f"({wall / 60:.1f} min)")
+
+
+def recall_rows(entry: Entry, summary, results) -> list[dict]:
+    """Zoology's axis for each model of the MQAR cell: the floats its step() carries at the
+    task's length over all layers (the Transformer's KV cache), at the width it was matched to."""
+    out = []
+    for row in summary.rows:
+        run = next(r for r in results if r.model == row.model and r.seq_len == row.seq_len)
+        out.append({"model": row.model, "family": row.family, "d_model": run.d_model,
+                    "params": row.params, "accuracy": row.metric, "ci": row.metric_ci,
+                    "state": state_floats(row.model, run.d_model, run.layers, run.model_args,
+                                          entry.seq_len)})
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--lr", default="auto",
                         help="auto (each model's rate by the validation search) or one for all")
@@ -111,12 +150,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=DEFAULT_TRAIN.threads,
                         help="CPU threads per run (default: compare's, 1; 0: every core)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run of the suite")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out (finished runs are read back)")
     parser.add_argument("--out", type=Path,
                         default=Path("runs") / time.strftime("accuracy-%Y%m%d-%H%M%S"))
     args = parser.parse_args()
     run(QUICK if args.quick else SUITE, tuple(args.models.split(",")),
         tuple(int(s) for s in args.seeds.split(",")), args.out, args.threads, args.lr, args.jobs,
-        lr_budget=0.5 if args.quick else 0.25)
+        lr_budget=0.5 if args.quick else 0.25, resume=args.resume)
 
 
 if __name__ == "__main__":

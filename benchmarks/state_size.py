@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from seqarena.config import TrainConfig
+from seqarena.config import TrainConfig, model_variant
 from seqarena.experiment.executor import LocalExecutor, RunSpec
 from seqarena.models import build_model
 from seqarena.results import machine_info, machine_label
@@ -55,29 +55,42 @@ def main() -> None:
                                             for c in configs])
     rows = []
     for cfg, r in zip(configs, results):
-        state = build_model(cfg.model, d_model=cfg.d_model, layers=1).state_size(L) * LAYERS
+        state = state_floats(cfg.model, cfg.d_model, LAYERS, cfg.model_args, L)
         rows.append({"model": cfg.model, "d_model": cfg.d_model, "params": r.params,
                      "state": state, "accuracy": r.metric, "ci": r.metric_ci,
                      "family": r.family, "status": r.status})
     wall = time.perf_counter() - started
     print(f"{machine_label(machine_info())}; MQAR L={L}, 8 pairs, vocabulary 64, {LAYERS} layers, "
           f"{args.steps} steps, lr {args.lr:g}, seed 0; {wall:.0f} s")
-    print(format_table([{**r, "accuracy": "-" if r["accuracy"] is None else
-                         f"{r['accuracy']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"}
-                        for r in rows],
+    print(format_table([{**r, "accuracy": interval_text(r["accuracy"], r["ci"])} for r in rows],
                        ["model", "d_model", "params", "state", "accuracy", "status"],
                        ["model", "D", "params", "state (floats)", "test accuracy [95 %]",
                         "status"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "state_size.json").write_text(json.dumps({"machine": machine_info(), "rows": rows},
                                                     indent=1))
-    chart(rows, out / "state_size.png")
+    chart(rows, out / "state_size.png", f"one seed, lr {args.lr:g}, widths {args.widths}")
     print(f"wrote {out / 'state_size.json'} and {out / 'state_size.png'}")
 
 
-def chart(rows: list[dict], path: Path) -> None:
-    """Accuracy against state size, one point per model and width, in the report's colours."""
+def state_floats(model: str, d_model: int, layers: int, model_args: dict, seq_len: int) -> int:
+    """Floats a model's step() carries per sequence after seq_len tokens, over all layers."""
+    name, fixed = model_variant(model)
+    one = build_model(name, d_model=d_model, layers=1, **{**model_args, **fixed})
+    return one.state_size(seq_len) * layers
+
+
+def interval_text(value: float | None, ci: list | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def chart(rows: list[dict], path: Path, setting: str, seq_len: int = L) -> None:
+    """Accuracy against state size, one point per model and width (with its 95 % interval),
+    in the report's colours; `setting` says what the points were trained with."""
     import matplotlib
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from seqarena.report.style import STYLE, Palette, figure_grid, legend_below
 
@@ -87,12 +100,17 @@ def chart(rows: list[dict], path: Path) -> None:
         for m in dict.fromkeys(r["model"] for r in rows):
             mine = sorted((r for r in rows if r["model"] == m and r["accuracy"] is not None),
                           key=lambda r: r["state"])
-            ax.plot([r["state"] for r in mine], [r["accuracy"] for r in mine], marker="o",
-                    color=colour(m), label=m)
+            xs, ys = [r["state"] for r in mine], [r["accuracy"] for r in mine]
+            low = [y - (r["ci"] or (y, y))[0] for y, r in zip(ys, mine)]
+            high = [(r["ci"] or (y, y))[1] - y for y, r in zip(ys, mine)]
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=2, color=colour(m), label=m)
         ax.set_xscale("log")
-        ax.set_xlabel(f"state size at L = {L} (floats per sequence, all layers)")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"state size at L = {seq_len} (floats per sequence, all layers)")
         ax.set_ylabel("MQAR test accuracy")
-        ax.set_title("Associative recall against the state a model decodes with")
+        ax.set_title(f"Associative recall against the state a model decodes with ({setting})")
         legend_below(fig, [ax])
         fig.savefig(path, facecolor="white")
 
