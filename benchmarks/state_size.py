@@ -6,10 +6,13 @@ MQAR accuracy against the recurrent state's size: attention recalls at every siz
 the KV cache, growing with the sequence), gated convolutions and diagonal recurrences need far
 more state, and the delta rule recalls better than Mamba-style gating at equal state (Yang et al.
 2024). Here every model trains on MQAR (L = 64, 8 key-value pairs, vocabulary 64, as
-benchmarks/accuracy.py), 2 layers, at each width in --widths, one seed, one rate for all (no
-search); the x axis is `state_size(64)` x layers, floats per sequence.
+benchmarks/accuracy.py), 2 layers, at each width in --widths, with every seed in --seeds; its
+rate is chosen per model and width by compare's validation search on the first seed (--lr auto,
+successive halving over compare's grid) or fixed (--lr X). Each point is the mean test accuracy
+over the seeds with its 95 % interval (seeds and test examples); the x axis is `state_size(64)` x
+layers, floats per sequence.
 
-    python benchmarks/state_size.py [--widths 32,64] [--steps 1200] [--jobs 2] [--out DIR]
+    python benchmarks/state_size.py [--widths 32,64] [--seeds 0,1,2] [--lr auto] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -17,19 +20,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 
 from seqarena.config import TrainConfig, model_variant
+from seqarena.experiment.compare import DEFAULT_GRID
 from seqarena.experiment.executor import LocalExecutor, RunSpec
+from seqarena.experiment.lrsearch import search
+from seqarena.experiment.summary import example_scores
 from seqarena.models import build_model
 from seqarena.results import machine_info, machine_label
 from seqarena.runtime import setup
+from seqarena.stats import seeds_interval
 from seqarena.table import format_table
+from seqarena.tasks.base import make_task
 
 MODELS = ("transformer", "linear-attention", "retnet", "mamba2", "gated-deltanet", "deltanet",
           "mlstm", "hawk", "gru", "mingru")
 L, LAYERS = 64, 2
+TASK_ARGS = {"pairs": 8, "vocab": 64}
 
 
 def main() -> None:
@@ -37,39 +47,60 @@ def main() -> None:
     p.add_argument("--widths", default="32,64")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--lr", default="auto", help="auto (the search, per model and width) or X")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="runs/state-size")
     args = p.parse_args()
     setup()
     widths = [int(w) for w in args.widths.split(",")]
-    models = args.models.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     started = time.perf_counter()
-    configs = [TrainConfig(model=m, task="mqar", seq_len=L, steps=args.steps, batch_size=32,
-                           d_model=d, layers=LAYERS, lr=args.lr, eval_every=0,
-                           checkpoint_every=0, keep_checkpoints=1, threads=1, out=str(out),
-                           name=f"{m}-d{d}", task_args={"pairs": 8, "vocab": 64})
-               for m in models for d in widths]
-    results = LocalExecutor(args.jobs).run([RunSpec(dataclasses.asdict(c), resume=True)
-                                            for c in configs])
+    executor = LocalExecutor(args.jobs)
+    bases = {(m, d): TrainConfig(model=m, task="mqar", seq_len=L, steps=args.steps,
+                                 batch_size=32, d_model=d, layers=LAYERS, lr=3e-3,
+                                 eval_every=0, checkpoint_every=0, keep_checkpoints=1,
+                                 threads=1, out=str(out), label=f"{m}-d{d}",
+                                 name=f"{m}-d{d}", task_args=TASK_ARGS, seed=seeds[0])
+             for m in args.models.split(",") for d in widths}
+    if args.lr == "auto":
+        found = search(list(bases.values()), DEFAULT_GRID, 0.25, executor, out / "lr-search",
+                       echo=lambda line: print(line, flush=True), resume=True)
+        rates = {key: found[base.label].lr for key, base in bases.items()}
+    else:
+        rates = {key: float(args.lr) for key in bases}
+    configs = [dataclasses.replace(base, lr=rates[key], seed=seed,
+                                   name=f"{base.name}-s{seed}")
+               for key, base in bases.items() for seed in seeds]
+    results = executor.run([RunSpec(dataclasses.asdict(c), resume=True) for c in configs])
+    finish = make_task("mqar", seq_len=L, **TASK_ARGS).finish
     rows = []
-    for cfg, r in zip(configs, results):
-        state = state_floats(cfg.model, cfg.d_model, LAYERS, cfg.model_args, L)
-        rows.append({"model": cfg.model, "d_model": cfg.d_model, "params": r.params,
-                     "state": state, "accuracy": r.metric, "ci": r.metric_ci,
-                     "family": r.family, "status": r.status})
+    for (m, d), base in bases.items():
+        runs = [r for c, r in zip(configs, results) if c.label == base.label]
+        done = [r for r in runs if r.metric is not None]
+        scores = [example_scores(r, finish) for r in done]
+        ci = seeds_interval(scores, "accuracy") if done and all(scores) else None
+        rows.append({"model": m, "d_model": d, "params": runs[0].params, "lr": rates[m, d],
+                     "state": state_floats(m, d, LAYERS, {}, L),
+                     "accuracy": statistics.fmean(r.metric for r in done) if done else None,
+                     "ci": list(ci) if ci else None, "family": runs[0].family,
+                     "status": ",".join(sorted({r.status for r in runs}))})
     wall = time.perf_counter() - started
+    setting = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}, " + \
+        ("each model's rate per width" if args.lr == "auto" else f"lr {args.lr}")
     print(f"{machine_label(machine_info())}; MQAR L={L}, 8 pairs, vocabulary 64, {LAYERS} layers, "
-          f"{args.steps} steps, lr {args.lr:g}, seed 0; {wall:.0f} s")
-    print(format_table([{**r, "accuracy": interval_text(r["accuracy"], r["ci"])} for r in rows],
-                       ["model", "d_model", "params", "state", "accuracy", "status"],
-                       ["model", "D", "params", "state (floats)", "test accuracy [95 %]",
+          f"{args.steps} steps, {setting}; {wall:.0f} s")
+    print(format_table([{**r, "accuracy": interval_text(r["accuracy"], r["ci"]),
+                         "lr": f"{r['lr']:g}"} for r in rows],
+                       ["model", "d_model", "params", "state", "lr", "accuracy", "status"],
+                       ["model", "D", "params", "state (floats)", "lr", "test accuracy [95 %]",
                         "status"]))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "state_size.json").write_text(json.dumps({"machine": machine_info(), "rows": rows},
-                                                    indent=1))
-    chart(rows, out / "state_size.png", f"one seed, lr {args.lr:g}, widths {args.widths}")
+    (out / "state_size.json").write_text(json.dumps(
+        {"machine": machine_info(), "seeds": seeds, "lr": args.lr, "steps": args.steps,
+         "wall_s": wall, "rows": rows}, indent=1))
+    chart(rows, out / "state_size.png", f"{setting}, widths {args.widths}")
     print(f"wrote {out / 'state_size.json'} and {out / 'state_size.png'}")
 
 
