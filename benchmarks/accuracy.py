@@ -8,7 +8,8 @@ for a fixed number of steps with the same optimizer settings (those of `seqarena
 (--lr auto; `--lr 3e-3 --seeds 0` gives the old single-seed, shared-rate table). Every run is kept
 (one run directory each) and recorded in accuracy.json (seqarena.results, kind "compare"); the
 table gives each model's test metric per task with its 95 % interval (over seeds and test
-examples), the chosen rate, and whether it counts as solved (the mean clears the bar). The MQAR
+examples), the chosen rate, and whether it is solved: "solved" when the whole interval clears the
+bar, "no" when none of it does, "unclear" when the interval straddles it. The MQAR
 cell is also drawn as Zoology's picture, accuracy against the state each model decodes with
 (mqar_state.png; benchmarks/state_size.py sweeps the width instead).
 
@@ -64,10 +65,15 @@ SUITE = (
 QUICK = tuple(dataclasses.replace(e, steps=40, seq_len=min(e.seq_len, 64)) for e in SUITE[::2])
 
 
-def is_solved(entry: Entry, metric: float | None, higher_is_better: bool) -> bool:
+def solved(entry: Entry, metric: float | None, ci: list | None, higher_is_better: bool) -> str:
+    """"solved" when the 95 % interval clears the bar, "no" when it lies wholly on the wrong side
+    (or the runs failed), "unclear" when it straddles the bar."""
     if metric is None:
-        return False
-    return metric >= entry.solved if higher_is_better else metric < entry.solved
+        return "no"
+    low, high = ci or (metric, metric)
+    if higher_is_better:
+        return "solved" if low >= entry.solved else "no" if high < entry.solved else "unclear"
+    return "solved" if high < entry.solved else "no" if low >= entry.solved else "unclear"
 
 
 def run(suite, models, seeds, out: Path, threads: int, lr: str = "auto", jobs: int = 1,
@@ -92,14 +98,13 @@ def run(suite, models, seeds, out: Path, threads: int, lr: str = "auto", jobs: i
         for line in outcome.verdicts:
             print(line, flush=True)
         for row in summary.rows:
-            solved = is_solved(entry, row.metric, summary.higher_is_better)
+            word = solved(entry, row.metric, row.metric_ci, summary.higher_is_better)
             value = "-" if row.metric is None else f"{row.metric:.3g}"
             if row.metric_ci:
                 value += f" [{row.metric_ci[0]:.3g}, {row.metric_ci[1]:.3g}]"
             lr_text = "-" if row.lr is None else f"{row.lr:g}"
             cells.setdefault(row.model, {"model": row.model})
-            cells[row.model][entry.label] = f"{value} {'solved' if solved else 'no'} " \
-                                            f"(lr {lr_text})"
+            cells[row.model][entry.label] = f"{value} {word} (lr {lr_text})"
         if entry.task == "mqar":
             recall += recall_rows(entry, summary, outcome.results)
     wall = time.perf_counter() - t0
@@ -107,7 +112,8 @@ def run(suite, models, seeds, out: Path, threads: int, lr: str = "auto", jobs: i
     print()
     print(format_table(list(cells.values()), columns))
     print("metrics: adding test MSE (solved below 0.01; always predicting 1 gives 0.167), "
-          "mqar and selective-copy test accuracy (solved at 0.9 or more); mean over "
+          "mqar and selective-copy test accuracy (solved at 0.9 or more), solved when the "
+          "whole interval clears the bar, unclear when it straddles it; mean over "
           f"{len(seeds)} seed(s) [95 % interval]; lr: "
           + ("each model's, from the validation search" if lr == "auto" else "shared"))
     if recall:

@@ -31,8 +31,10 @@ def test_every_cell_is_the_summarys_metric_with_its_interval_and_rate(finished):
             low, high = row["metric_ci"]
             assert cell.startswith(f"{row['metric']:.3g} [{low:.3g}, {high:.3g}] ")
             assert cell.endswith("(lr 0.003)")
-            bar_cleared = row["metric"] >= 0.9 if entry == "mqar" else row["metric"] < 0.01
-            assert ("solved" in cell.split("]")[1]) is bar_cleared
+            word = cell.split("] ")[1].split(" ")[0]
+            assert word == ("no" if (high < 0.9 if entry == "mqar" else low >= 0.01) else
+                            "solved" if (low >= 0.9 if entry == "mqar" else high < 0.01) else
+                            "unclear")
 
 
 def test_the_recall_rows_carry_each_models_state_at_its_matched_width(finished):
@@ -45,3 +47,13 @@ def test_the_recall_rows_carry_each_models_state_at_its_matched_width(finished):
     for model, row in recall.items():
         assert row["accuracy"] == runs[model]["metric"] and row["d_model"] == runs[model]["d_model"]
     assert (out / "mqar_state.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("higher, metric, ci, word", [
+    (True, 0.95, [0.91, 0.98], "solved"), (True, 0.95, [0.85, 0.98], "unclear"),
+    (True, 0.5, [0.4, 0.6], "no"), (True, 0.9, None, "solved"),
+    (False, 0.004, [0.002, 0.008], "solved"), (False, 0.004, [1e-4, 0.05], "unclear"),
+    (False, 0.05, [0.01, 0.09], "no"), (False, None, None, "no")])
+def test_solved_only_when_the_whole_interval_clears_the_bar(higher, metric, ci, word):
+    entry = accuracy.Entry("mqar" if higher else "adding", 64, 10, 1, 0.9 if higher else 0.01)
+    assert accuracy.solved(entry, metric, ci, higher) == word
