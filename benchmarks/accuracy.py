@@ -13,8 +13,8 @@ bar, "no" when none of it does, "unclear" when the interval straddles it. The MQ
 cell is also drawn as Zoology's picture, accuracy against the state each model decodes with
 (mqar_state.png; benchmarks/state_size.py sweeps the width instead).
 
-    python benchmarks/accuracy.py                      # the default suite: long (hours on 2 cores)
-    python benchmarks/accuracy.py --quick              # a smoke run of the same code, ~2 min
+    python benchmarks/accuracy.py                      # the default suite: long (107 min with --jobs 2, AMD EPYC)
+    python benchmarks/accuracy.py --quick              # a smoke run of the same code
     python benchmarks/accuracy.py --jobs 2 --out runs/accuracy   # two runs at once
 """
 

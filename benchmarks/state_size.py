@@ -141,7 +141,7 @@ def chart(rows: list[dict], path: Path, setting: str, seq_len: int = L) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"state size at L = {seq_len} (floats per sequence, all layers)")
         ax.set_ylabel("MQAR test accuracy")
-        ax.set_title(f"Associative recall against the state a model decodes with ({setting})")
+        ax.set_title(f"Associative recall against the state a model decodes with\n{setting}")
         legend_below(fig, [ax])
         fig.savefig(path, facecolor="white")
 
