@@ -87,12 +87,13 @@ def run(suite, models, seeds, out: Path, threads: int, lr: str = "auto", jobs: i
                                     eval_every=entry.steps // 4)
         if lr != "auto":
             train = dataclasses.replace(train, lr=float(lr))
+        cell_out = out / f"{entry.task}-L{entry.seq_len}"
         cfg = CompareConfig(models=models, seq_lens=(entry.seq_len,), seeds=seeds,
-                            out=str(out / f"{entry.task}-L{entry.seq_len}"), train=train,
+                            out=str(cell_out), train=train,
                             lr_auto=lr == "auto", lr_budget=lr_budget, jobs=jobs)
         print(f"== {entry.label}, {entry.layers} layer(s), {entry.steps} steps", flush=True)
         outcome = compare(cfg, echo=lambda line: print(line, flush=True),
-                          resume=resume and (out / f"{entry.task}-L{entry.seq_len}").exists())
+                          resume=resume and cell_out.exists())
         results += outcome.results
         summary = outcome.summary
         for line in outcome.verdicts:
